@@ -1,0 +1,86 @@
+//! File names inside a log directory, and validation of client names.
+//!
+//! Every name durq creates is built here, from validated parts, so that no
+//! input can make durq touch a file outside the log directory.
+
+use crate::error::{Error, Result};
+
+/// The longest client name accepted, in bytes.
+pub const MAX_CLIENT_NAME_LEN: usize = 64;
+
+/// Suffix of segment files.
+pub const SEGMENT_SUFFIX: &str = ".seg";
+/// Suffix of every temporary file; leftovers are removed on open.
+pub const TEMP_SUFFIX: &str = ".tmp";
+/// The writer's lock file.
+pub const LOCK_FILE: &str = "durq.lock";
+/// Digits in a segment file name (enough for any `u64`, so `ls` sorts them).
+pub const SEGMENT_NAME_DIGITS: usize = 20;
+
+/// The file name of the segment whose first offset is `base`.
+pub fn segment_file_name(base: u64) -> String {
+    format!("{base:0width$}{SEGMENT_SUFFIX}", width = SEGMENT_NAME_DIGITS)
+}
+
+/// Parses a segment file name back into its base offset.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != SEGMENT_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Checks that `name` is a plain client name: 1 to [`MAX_CLIENT_NAME_LEN`]
+/// bytes of ASCII letters, digits, `.`, `_` and `-`, not starting with `.`.
+pub fn validate_client_name(name: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(Error::InvalidClientName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > MAX_CLIENT_NAME_LEN {
+        return bad("too long");
+    }
+    if name.starts_with('.') {
+        return bad("starts with '.'");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return bad("contains a character other than letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_sort_and_round_trip() {
+        let a = segment_file_name(9);
+        let b = segment_file_name(10);
+        assert!(a < b);
+        assert_eq!(parse_segment_file_name(&a), Some(9));
+        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(parse_segment_file_name("9.seg"), None);
+        assert_eq!(parse_segment_file_name("0000000000000000000x.seg"), None);
+        assert_eq!(parse_segment_file_name("99999999999999999999.seg"), None);
+    }
+
+    #[test]
+    fn client_names_are_plain_names_only() {
+        for ok in ["a", "billing", "billing-v2", "a.b_c", &"x".repeat(MAX_CLIENT_NAME_LEN)] {
+            assert!(validate_client_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "../x", "a/b", "a\0b", ".hidden", "..", "é", "a b", &"x".repeat(65)] {
+            assert!(validate_client_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
