@@ -14,6 +14,8 @@ pub const SEGMENT_SUFFIX: &str = ".seg";
 pub const TEMP_SUFFIX: &str = ".tmp";
 /// The writer's lock file.
 pub const LOCK_FILE: &str = "durq.lock";
+/// The directory (inside the log directory) holding client cursor files.
+pub const CLIENTS_DIR: &str = "clients";
 /// Digits in a segment file name (enough for any `u64`, so `ls` sorts them).
 pub const SEGMENT_NAME_DIGITS: usize = 20;
 

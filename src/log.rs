@@ -1,0 +1,599 @@
+//! The [`Log`] handle, its [`Options`], and the read path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::names;
+use crate::recovery::{self, Mode, RecoveryReport};
+use crate::record::SEGMENT_HEADER_LEN;
+use crate::segment::{self, OpenCache, OpenSegment, Record, Segment, SegmentMeta, lock};
+use crate::storage::{FsStorage, LockGuard, OpenMode, Storage};
+use crate::writer::Writer;
+
+/// The default size of a segment file: 64 MiB.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+/// The smallest segment size accepted.
+pub const MIN_SEGMENT_SIZE: u64 = 4096;
+/// The largest segment size accepted: 1 GiB.
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
+/// How many segment files readers keep open (and mapped) at once by default.
+pub const DEFAULT_OPEN_SEGMENTS: usize = 64;
+
+/// What readers share: the segment table, the durable end, the storage.
+pub(crate) struct Shared {
+    pub storage: Arc<dyn Storage>,
+    pub dir: PathBuf,
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    cache: OpenCache,
+    use_mmap: bool,
+    durable_end: AtomicU64,
+    durable_lock: Mutex<u64>,
+    durable_cv: Condvar,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("dir", &self.dir)
+            .field("durable_end", &self.durable_end)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Makes offsets below `end` visible to readers and wakes waiters.
+    pub(crate) fn publish(&self, end: u64) {
+        let mut d = lock(&self.durable_lock);
+        if end > *d {
+            *d = end;
+            self.durable_end.store(end, Ordering::Release);
+        }
+        drop(d);
+        self.durable_cv.notify_all();
+    }
+
+    /// The durable end: every offset below it is on stable storage.
+    pub(crate) fn end(&self) -> u64 {
+        self.durable_end.load(Ordering::Acquire)
+    }
+
+    /// Waits until the durable end passes `offset` or `deadline` passes.
+    /// Returns whether it did. `None` waits without limit.
+    pub(crate) fn wait_past(&self, offset: u64, deadline: Option<Instant>) -> bool {
+        let mut d = lock(&self.durable_lock);
+        while *d <= offset {
+            match deadline {
+                None => d = self.durable_cv.wait(d).unwrap_or_else(|e| e.into_inner()),
+                Some(t) => {
+                    let now = Instant::now();
+                    if now >= t {
+                        return false;
+                    }
+                    d = self
+                        .durable_cv
+                        .wait_timeout(d, t - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        true
+    }
+
+    /// Wakes every waiter (used when the log closes).
+    pub(crate) fn wake_all(&self) {
+        let _d = lock(&self.durable_lock);
+        self.durable_cv.notify_all();
+    }
+
+    pub(crate) fn add_segment(&self, seg: Arc<Segment>) {
+        self.segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(seg.meta.base, seg);
+    }
+
+    pub(crate) fn segment_list(&self) -> Vec<Arc<Segment>> {
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The oldest retained offset.
+    pub(crate) fn first(&self) -> u64 {
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The segment holding `offset` and the end (exclusive) of the durable
+    /// records in it, if `offset` is retained and durable.
+    fn locate(&self, offset: u64) -> Option<(Arc<Segment>, u64)> {
+        let end = self.end();
+        if offset >= end {
+            return None;
+        }
+        let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        let (_, seg) = segs.range(..=offset).next_back()?;
+        let limit = segs
+            .range(offset + 1..)
+            .next()
+            .map_or(end, |(&next_base, _)| next_base.min(end));
+        if offset >= limit {
+            // Past the records of a sealed segment and before the next one:
+            // only possible if the segment table is inconsistent.
+            return None;
+        }
+        Some((seg.clone(), limit))
+    }
+
+    fn open(&self, seg: &Arc<Segment>) -> Result<Arc<OpenSegment>> {
+        self.cache.open(&*self.storage, seg, self.use_mmap)
+    }
+
+    pub(crate) fn read(&self, offset: u64) -> Result<Option<Record>> {
+        let Some((seg, limit)) = self.locate(offset) else {
+            return Ok(None);
+        };
+        let open = self.open(&seg)?;
+        let pos = open.locate(&seg.meta, offset, limit)?;
+        Ok(Some(open.record_at(&seg.meta, pos, offset)?.0))
+    }
+}
+
+/// Options for opening a log: segment size, and knobs for tests and tools.
+///
+/// ```no_run
+/// let log = durq::Options::new().segment_size(16 << 20).open("data")?;
+/// # Ok::<(), durq::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Options {
+    segment_size: u64,
+    background_preallocation: bool,
+    open_segments: usize,
+    use_mmap: bool,
+    storage: Arc<dyn Storage>,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("segment_size", &self.segment_size)
+            .field("background_preallocation", &self.background_preallocation)
+            .field("open_segments", &self.open_segments)
+            .field("use_mmap", &self.use_mmap)
+            .field("storage", &self.storage)
+            .finish()
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::new()
+    }
+}
+
+impl Options {
+    /// Default options: 64 MiB segments, next segment prepared in the
+    /// background, reads through memory maps, the real file system.
+    pub fn new() -> Options {
+        Options {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            background_preallocation: true,
+            open_segments: DEFAULT_OPEN_SEGMENTS,
+            use_mmap: true,
+            storage: Arc::new(FsStorage),
+        }
+    }
+
+    /// Size in bytes of each new segment file, from [`MIN_SEGMENT_SIZE`] to
+    /// [`MAX_SEGMENT_SIZE`], a multiple of 8. A record must fit in one
+    /// segment, so this also bounds the record size. Existing segments keep
+    /// the size they were created with.
+    pub fn segment_size(mut self, bytes: u64) -> Options {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// Whether the next segment file is created and zero-filled by a
+    /// background thread ahead of need (default `true`). With `false` it is
+    /// created when the active segment fills, inside an append; the
+    /// deterministic crash tests use this.
+    pub fn background_preallocation(mut self, yes: bool) -> Options {
+        self.background_preallocation = yes;
+        self
+    }
+
+    /// How many segment files readers keep open at once (default
+    /// [`DEFAULT_OPEN_SEGMENTS`]); older ones are closed and reopened on
+    /// demand, so memory and file descriptors stay flat as the log grows.
+    pub fn open_segments(mut self, n: usize) -> Options {
+        self.open_segments = n.max(1);
+        self
+    }
+
+    /// Whether reads go through memory maps (default `true`) or `pread`.
+    pub fn use_mmap(mut self, yes: bool) -> Options {
+        self.use_mmap = yes;
+        self
+    }
+
+    /// Replaces the file system with another implementation of the storage
+    /// seam. Only tests need this (a simulated power-loss disk).
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Options {
+        self.storage = storage;
+        self
+    }
+
+    /// Opens (creating or recovering) the log in `dir`. See [`Log::open`].
+    pub fn open(&self, dir: impl AsRef<Path>) -> Result<Log> {
+        Log::open_with(self, dir.as_ref())
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.segment_size) || self.segment_size % 8 != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "segment size {} is not a multiple of 8 between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE} bytes",
+                self.segment_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct Inner {
+    pub shared: Arc<Shared>,
+    pub writer: Writer,
+    pub report: RecoveryReport,
+    pub options: Options,
+    _lock: LockGuard,
+}
+
+/// A durable, segmented, append-only log.
+///
+/// `Log` is `Send + Sync` and cheap to clone (clones share one log); the
+/// directory stays locked until the last clone, consumer and iterator is
+/// dropped. See the [crate documentation](crate) for an example.
+#[derive(Clone)]
+pub struct Log {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.inner.shared.dir)
+            .field("first", &self.first_offset())
+            .field("end", &self.end())
+            .finish()
+    }
+}
+
+impl Log {
+    /// Opens the log in `dir` with default [`Options`], creating the
+    /// directory and an empty log if needed, or recovering an existing one.
+    ///
+    /// Recovery repairs only a torn tail (the unfinished last write, which
+    /// never returned) and removes leftover temporary files; anything else
+    /// wrong is an error naming the file and byte position. The directory is
+    /// locked: a second open, in this process or another, fails with
+    /// [`Error::Locked`] until this handle (and its clones) is dropped.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Log> {
+        Options::new().open(dir)
+    }
+
+    fn open_with(options: &Options, dir: &Path) -> Result<Log> {
+        options.validate()?;
+        let storage = options.storage.clone();
+        let created_dir = storage
+            .create_dir_all(dir)
+            .map_err(|e| Error::io("create directory", dir, e))?;
+        if created_dir {
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            storage
+                .sync_dir(parent)
+                .map_err(|e| Error::io("sync directory", parent, e))?;
+        }
+        if !storage.is_dir(dir) {
+            return Err(Error::InvalidArgument(format!("{} is not a directory", dir.display())));
+        }
+        let lock_path = dir.join(names::LOCK_FILE);
+        let lock_guard = storage.try_lock(&lock_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::Locked { dir: dir.to_owned() }
+            } else {
+                Error::io("lock", &lock_path, e)
+            }
+        })?;
+        let mut recovered = recovery::recover(&*storage, dir, Mode::Repair)?;
+        if recovered.segments.is_empty() {
+            if !recovered.report.unknown_files.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} holds no durq log but other files (such as {}); refusing to create a log there",
+                    dir.display(),
+                    recovered.report.unknown_files[0].display()
+                )));
+            }
+            let meta = create_first_segment(&*storage, dir, options.segment_size)?;
+            recovered.tail_pos = SEGMENT_HEADER_LEN as u64;
+            recovered.report.created = true;
+            recovered.report.segments = 1;
+            recovered.report.first_offset = meta.base;
+            recovered.report.end_offset = meta.base;
+            recovered.segments.push(meta);
+        }
+        let end = recovered.report.end_offset;
+        let active = recovered.segments.last().cloned().ok_or_else(|| {
+            Error::InvalidArgument("internal error: no active segment after recovery".into())
+        })?;
+        let mut table = BTreeMap::new();
+        for meta in recovered.segments {
+            table.insert(meta.base, Arc::new(Segment::new(meta)));
+        }
+        let shared = Arc::new(Shared {
+            storage: storage.clone(),
+            dir: dir.to_owned(),
+            segments: RwLock::new(table),
+            cache: OpenCache::new(options.open_segments),
+            use_mmap: options.use_mmap,
+            durable_end: AtomicU64::new(end),
+            durable_lock: Mutex::new(end),
+            durable_cv: Condvar::new(),
+        });
+        let file = storage
+            .open_file(&active.path, OpenMode::ReadWrite)
+            .map_err(|e| Error::io("open segment for writing", &active.path, e))?;
+        let writer = Writer::new(
+            shared.clone(),
+            &active,
+            file,
+            recovered.tail_pos,
+            end,
+            options.segment_size,
+            options.background_preallocation,
+        );
+        Ok(Log {
+            inner: Arc::new(Inner {
+                shared,
+                writer,
+                report: recovered.report,
+                options: options.clone(),
+                _lock: lock_guard,
+            }),
+        })
+    }
+
+    /// Appends one record; returns its offset once it is durable (written
+    /// and `fdatasync`ed, together with whatever other threads appended at
+    /// the same moment).
+    ///
+    /// Empty payloads are allowed. A payload larger than
+    /// [`Log::max_record_size`] is refused with [`Error::RecordTooLarge`]
+    /// and nothing is written.
+    pub fn append(&self, payload: impl AsRef<[u8]>) -> Result<u64> {
+        Ok(self.inner.writer.append(&[payload.as_ref()])?.start)
+    }
+
+    /// Appends several records with one write and one `fdatasync` (more if
+    /// they span a segment boundary); returns their offsets, which are
+    /// consecutive. Durable on return.
+    ///
+    /// The batch is not atomic across a crash: if the call does not return,
+    /// a prefix of the batch may survive.
+    pub fn append_batch<I>(&self, payloads: I) -> Result<Range<u64>>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let owned: Vec<I::Item> = payloads.into_iter().collect();
+        let slices: Vec<&[u8]> = owned.iter().map(|p| p.as_ref()).collect();
+        self.inner.writer.append(&slices)
+    }
+
+    /// Reads the record at `offset`: `None` if the offset is not (yet)
+    /// durable or no longer retained. Checksums are verified on every read;
+    /// damage is an [`Error::Corrupt`] naming the file and position.
+    pub fn read(&self, offset: u64) -> Result<Option<Record>> {
+        self.inner.shared.read(offset)
+    }
+
+    /// Iterates over durable records from `from` (or from the first retained
+    /// offset, if `from` is older), yielding `(offset, record)`. The iterator
+    /// ends at the durable end as it is when reached.
+    pub fn iter(&self, from: u64) -> Iter {
+        Iter {
+            shared: self.inner.shared.clone(),
+            next: from.max(self.first_offset()),
+            cur: None,
+            failed: false,
+        }
+    }
+
+    /// The next offset to be assigned. Every offset below it is durable.
+    pub fn end(&self) -> u64 {
+        self.inner.shared.end()
+    }
+
+    /// The oldest retained offset (0 unless retention removed segments).
+    pub fn first_offset(&self) -> u64 {
+        self.inner.shared.first()
+    }
+
+    /// The largest payload this log accepts, in bytes.
+    pub fn max_record_size(&self) -> usize {
+        self.inner.writer.max_payload()
+    }
+
+    /// What recovery found and did when this log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.shared.dir
+    }
+
+    /// Why the log refuses appends, if an earlier write or sync failed.
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner.writer.poisoned().map(|r| r.to_string())
+    }
+
+    /// Blocks until a record at `offset` is durable or `timeout` passes;
+    /// returns whether it is.
+    pub fn wait_for(&self, offset: u64, timeout: Duration) -> bool {
+        self.inner.shared.wait_past(offset, Some(Instant::now() + timeout))
+    }
+
+    /// The segment files, oldest first, with their first offsets.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let list = self.inner.shared.segment_list();
+        let end = self.end();
+        let mut out = Vec::with_capacity(list.len());
+        for (i, s) in list.iter().enumerate() {
+            let next = list.get(i + 1).map_or(end, |n| n.meta.base);
+            out.push(SegmentInfo {
+                path: s.meta.path.clone(),
+                first_offset: s.meta.base,
+                end_offset: next,
+                size_bytes: s.meta.size,
+            });
+        }
+        out
+    }
+}
+
+/// Describes one segment file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SegmentInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// Offset of its first record.
+    pub first_offset: u64,
+    /// Offset after its last durable record.
+    pub end_offset: u64,
+    /// Its size on disk in bytes (preallocated).
+    pub size_bytes: u64,
+}
+
+fn create_first_segment(storage: &dyn Storage, dir: &Path, size: u64) -> Result<SegmentMeta> {
+    let spare = segment::prepare_spare(storage, dir, size).map_err(|e| Error::io("create segment in", dir, e))?;
+    let path = dir.join(names::segment_file_name(0));
+    let meta = SegmentMeta {
+        base: 0,
+        seq: 0,
+        salt: segment::random_salt(),
+        size,
+        path: path.clone(),
+    };
+    let done = spare
+        .file
+        .write_at(&meta.header().encode(), 0)
+        .and_then(|()| spare.file.sync_data())
+        .and_then(|()| storage.rename(&spare.path, &path));
+    if let Err(e) = done {
+        let _ = storage.remove_file(&spare.path);
+        return Err(Error::io("create first segment", &path, e));
+    }
+    storage.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))?;
+    Ok(meta)
+}
+
+/// An iterator over durable records, from [`Log::iter`].
+pub struct Iter {
+    shared: Arc<Shared>,
+    next: u64,
+    cur: Option<Cursor>,
+    failed: bool,
+}
+
+struct Cursor {
+    seg: Arc<Segment>,
+    open: Arc<OpenSegment>,
+    pos: u64,
+    limit: u64,
+}
+
+impl fmt::Debug for Iter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter").field("next", &self.next).finish()
+    }
+}
+
+impl Iter {
+    /// The offset the next item will have.
+    pub fn next_offset(&self) -> u64 {
+        self.next
+    }
+
+    fn step(&mut self) -> Result<Option<(u64, Record)>> {
+        let offset = self.next;
+        let reusable = matches!(&self.cur, Some(c) if offset < c.limit);
+        if !reusable {
+            // Entering a segment (or the durable end moved): position anew.
+            let Some((seg, limit)) = self.shared.locate(offset) else {
+                return Ok(None);
+            };
+            let same = matches!(&self.cur, Some(c) if Arc::ptr_eq(&c.seg, &seg));
+            if same {
+                if let Some(c) = &mut self.cur {
+                    c.limit = limit;
+                }
+            } else {
+                let open = self.shared.open(&seg)?;
+                let pos = open.locate(&seg.meta, offset, limit)?;
+                self.cur = Some(Cursor { seg, open, pos, limit });
+            }
+        }
+        let Some(c) = &mut self.cur else {
+            return Ok(None);
+        };
+        let (record, next_pos) = c.open.record_at(&c.seg.meta, c.pos, offset)?;
+        c.pos = next_pos;
+        self.next += 1;
+        Ok(Some((offset, record)))
+    }
+}
+
+impl Iterator for Iter {
+    type Item = Result<(u64, Record)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(item)) => Some(Ok(item)),
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn is<T: Send + Sync + 'static>() {}
+    is::<Log>();
+    is::<Iter>();
+    is::<Record>();
+}

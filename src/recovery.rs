@@ -1,0 +1,546 @@
+//! Recovery: what `Log::open` and `durq recover` share.
+//!
+//! Recovery removes leftover temporary files, checks every segment header and
+//! that the segments are contiguous, scans the last segment to find the end
+//! of the log, and repairs a torn tail by zeroing it in place (never
+//! truncating: the file may be memory-mapped). Everything else that is wrong
+//! is an error naming the file and byte position. It returns a structured
+//! [`RecoveryReport`]. Recovery is idempotent, and syncs its own repairs
+//! before the log accepts writes, so a crash during recovery is safe.
+//!
+//! # Torn tail or damage?
+//!
+//! Scanning the last segment stops at the first position `P` that does not
+//! hold the next valid record. Then, in this order:
+//!
+//! 1. Everything from `P` to the end of the segment is zero: `P` is simply
+//!    the end of the log.
+//! 2. A record at `P` that carries the expected offset, a plausible length
+//!    and a bad checksum, where no 512-byte sector's share of the record ends
+//!    in a zero byte, cannot be a torn write (segments are zero-filled when
+//!    created and never reused, so the unwritten part of a torn write reads
+//!    as zeros, and a sector is written whole or from its start): **damage**.
+//! 3. A record at `P` with a valid checksum but the wrong offset: **damage**.
+//! 4. Valid records found beyond `P` that belong to more than one write call
+//!    (a record flagged end-of-write followed by another valid record): only
+//!    the last write can be torn, so this is **damage**.
+//! 5. Otherwise the bytes from `P` on are the torn remains of the last write,
+//!    which never returned: they are zeroed and synced, and reported.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::names;
+use crate::record::{self, BadSegmentHeader, Invalid, RECORD_ALIGN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::segment::SegmentMeta;
+use crate::storage::{OpenMode, Storage};
+
+/// Sector size assumed by the torn-write rules: the unit a disk writes
+/// atomically (or not at all) on power loss.
+pub const SECTOR_BYTES: usize = 512;
+
+/// What recovery found and did. Exposed by [`crate::Log::recovery_report`]
+/// and printed by `durq recover`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RecoveryReport {
+    /// Whether the log was created by this open (the directory held none).
+    pub created: bool,
+    /// Whether recovery only looked (dry run) and changed nothing.
+    pub dry_run: bool,
+    /// Number of segment files.
+    pub segments: usize,
+    /// The first retained offset.
+    pub first_offset: u64,
+    /// The next offset to be assigned: every record below it is durable.
+    pub end_offset: u64,
+    /// Leftover temporary files (unfinished segment or cursor replacements)
+    /// that were removed (or, in a dry run, would be).
+    pub removed_temp_files: Vec<PathBuf>,
+    /// Files in the directory that durq does not know and left alone.
+    pub unknown_files: Vec<PathBuf>,
+    /// The torn tail that was cut, if any.
+    pub torn_tail: Option<TornTail>,
+    /// Problems found with client cursor files, and what was done.
+    pub cursors: Vec<CursorRepair>,
+}
+
+impl RecoveryReport {
+    /// Whether recovery had nothing to repair or remove.
+    pub fn is_clean(&self) -> bool {
+        self.removed_temp_files.is_empty() && self.torn_tail.is_none() && self.cursors.is_empty()
+    }
+}
+
+/// A torn tail found at the end of the last segment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TornTail {
+    /// The segment file.
+    pub segment: PathBuf,
+    /// Byte position of the first byte that was not part of a valid record.
+    pub position: u64,
+    /// How many bytes (from `position`) were zeroed.
+    pub bytes_zeroed: u64,
+    /// Complete, valid records found beyond the tear and discarded with it
+    /// (they followed a gap, so their append could not have returned).
+    pub records_discarded: u64,
+    /// The offset the first discarded byte would have held.
+    pub offset: u64,
+    /// What was wrong at `position`.
+    pub reason: String,
+}
+
+/// A client cursor problem found during recovery.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CursorRepair {
+    /// The client's name.
+    pub client: String,
+    /// The cursor file concerned.
+    pub file: PathBuf,
+    /// What was found and done, in words.
+    pub action: String,
+}
+
+/// The state recovery hands to the log.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub segments: Vec<SegmentMeta>,
+    /// Byte position where the next record goes in the last segment.
+    pub tail_pos: u64,
+    pub report: RecoveryReport,
+}
+
+/// Result of scanning one segment's bytes from its first record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Scan {
+    /// Offset after the last valid record.
+    pub end_offset: u64,
+    /// Position after the last valid record.
+    pub end_pos: u64,
+    /// The bad bytes after the valid records, if any.
+    pub problem: Option<ScanProblem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ScanProblem {
+    /// The torn remains of the last write.
+    Torn {
+        position: u64,
+        zero_until: u64,
+        records_discarded: u64,
+        reason: String,
+    },
+    /// Damage that is not a torn tail.
+    Damage { position: u64, reason: String },
+}
+
+/// Scans a whole segment (`bytes` is the file, header included) and applies
+/// the torn-tail rules of this module's documentation.
+pub(crate) fn scan_segment(bytes: &[u8], meta_base: u64, salt: u64) -> Scan {
+    let mut pos = SEGMENT_HEADER_LEN;
+    let mut offset = meta_base;
+    let size = bytes.len();
+    loop {
+        if pos + RECORD_HEADER_LEN > size {
+            // The segment is full (or too small for another header).
+            let problem = first_nonzero(&bytes[pos.min(size)..]).map(|_| ScanProblem::Damage {
+                position: pos as u64,
+                reason: "unexpected bytes after the last record".into(),
+            });
+            return finish(offset, pos, problem);
+        }
+        match record::decode(bytes, pos, salt) {
+            Ok(d) if d.header.offset == offset => {
+                pos += d.header.encoded_len();
+                offset += 1;
+            }
+            Ok(d) => {
+                return finish(
+                    offset,
+                    pos,
+                    Some(ScanProblem::Damage {
+                        position: pos as u64,
+                        reason: format!(
+                            "valid record carries offset {} where offset {offset} belongs",
+                            d.header.offset
+                        ),
+                    }),
+                );
+            }
+            Err(why) => {
+                let problem = classify_bad(bytes, pos, offset, salt, why);
+                return finish(offset, pos, problem);
+            }
+        }
+    }
+}
+
+fn finish(end_offset: u64, end_pos: usize, problem: Option<ScanProblem>) -> Scan {
+    Scan {
+        end_offset,
+        end_pos: end_pos as u64,
+        problem,
+    }
+}
+
+fn first_nonzero(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&x| x != 0)
+}
+
+fn last_nonzero(b: &[u8]) -> Option<usize> {
+    b.iter().rposition(|&x| x != 0)
+}
+
+/// Whether some sector's share of `bytes[start..end]` ends in a zero byte,
+/// as a write torn at (or within, if sector writes are linear) a sector
+/// boundary leaves it: the unwritten rest of a share still holds the zeros
+/// the segment was created with.
+fn has_unwritten_sector_part(bytes: &[u8], start: usize, end: usize) -> bool {
+    let mut s = start;
+    while s < end {
+        let sector_end = ((s / SECTOR_BYTES) + 1) * SECTOR_BYTES;
+        let e = sector_end.min(end);
+        if bytes[e - 1] == 0 {
+            return true;
+        }
+        s = e;
+    }
+    false
+}
+
+fn classify_bad(bytes: &[u8], p: usize, expected: u64, salt: u64, why: Invalid) -> Option<ScanProblem> {
+    let size = bytes.len();
+    let Some(last) = last_nonzero(&bytes[p..]) else {
+        // Rule 1: nothing but zeros from here: the clean end of the log.
+        return None;
+    };
+    let zero_until = (p + last + 1).next_multiple_of(RECORD_ALIGN).min(size);
+    // Rule 2: a plausible record whose checksum fails with no unwritten
+    // (all-zero) sector in it was written whole and then damaged.
+    if why == Invalid::Checksum {
+        if let Ok(h) = record::parse_header(&bytes[p..], size - p) {
+            let end = p + RECORD_HEADER_LEN + h.len as usize;
+            if h.offset == expected && !has_unwritten_sector_part(bytes, p, end) {
+                return Some(ScanProblem::Damage {
+                    position: p as u64,
+                    reason: format!(
+                        "record {expected} fails its checksum although every sector of it was written \
+                         (not a torn write)"
+                    ),
+                });
+            }
+        }
+    }
+    // Rule 4: valid records beyond the tear from more than one write.
+    let mut discarded = 0u64;
+    let mut end_of_write_seen: Option<usize> = None;
+    let mut q = p + RECORD_ALIGN;
+    while q + RECORD_HEADER_LEN <= zero_until {
+        if bytes[q..q + 4] == record::RECORD_MAGIC.to_le_bytes() {
+            if let Ok(d) = record::decode(bytes, q, salt) {
+                if let Some(at) = end_of_write_seen {
+                    return Some(ScanProblem::Damage {
+                        position: p as u64,
+                        reason: format!(
+                            "{} at record {expected}, but valid records from more than one write follow \
+                             (at bytes {at} and {q}): not a torn tail",
+                            why.describe()
+                        ),
+                    });
+                }
+                if d.header.offset < expected {
+                    return Some(ScanProblem::Damage {
+                        position: q as u64,
+                        reason: format!(
+                            "valid record {} found after record {expected}'s position",
+                            d.header.offset
+                        ),
+                    });
+                }
+                discarded += 1;
+                if d.header.is_end_of_write() {
+                    end_of_write_seen = Some(q);
+                }
+                q += d.header.encoded_len();
+                continue;
+            }
+        }
+        q += RECORD_ALIGN;
+    }
+    Some(ScanProblem::Torn {
+        position: p as u64,
+        zero_until: zero_until as u64,
+        records_discarded: discarded,
+        reason: why.describe().to_owned(),
+    })
+}
+
+/// Reads a whole file through the storage seam.
+pub(crate) fn read_whole(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
+    let file = storage
+        .open_file(path, OpenMode::Read)
+        .map_err(|e| Error::io("open", path, e))?;
+    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+    let mut buf = vec![0u8; len as usize];
+    file.read_at(&mut buf, 0).map_err(|e| Error::io("read", path, e))?;
+    Ok(buf)
+}
+
+/// Reads and checks the header of segment file `path` named for `base`.
+pub(crate) fn read_segment_meta(storage: &dyn Storage, path: &Path, base: u64) -> Result<SegmentMeta> {
+    let file = storage
+        .open_file(path, OpenMode::Read)
+        .map_err(|e| Error::io("open segment", path, e))?;
+    let len = file.len().map_err(|e| Error::io("stat segment", path, e))?;
+    let mut buf = vec![0u8; SEGMENT_HEADER_LEN.min(len as usize)];
+    file.read_at(&mut buf, 0).map_err(|e| Error::io("read segment header", path, e))?;
+    let h = SegmentHeader::decode(&buf).map_err(|bad| match bad {
+        BadSegmentHeader::NotDurq(why) => Error::NotDurq {
+            path: path.to_owned(),
+            reason: why.to_owned(),
+        },
+        BadSegmentHeader::Version(found) => Error::UnsupportedVersion {
+            path: path.to_owned(),
+            found,
+            supported: record::FORMAT_VERSION,
+        },
+        BadSegmentHeader::Corrupt(why) => Error::corrupt(path, 0, why),
+    })?;
+    if h.base_offset != base {
+        return Err(Error::corrupt(
+            path,
+            16,
+            format!("header says base offset {} but the file name says {base}", h.base_offset),
+        ));
+    }
+    if h.segment_size != len {
+        return Err(Error::corrupt(
+            path,
+            len.min(h.segment_size),
+            format!("file is {len} bytes but its header says {} bytes", h.segment_size),
+        ));
+    }
+    Ok(SegmentMeta {
+        base,
+        seq: h.seq,
+        salt: h.salt,
+        size: h.segment_size,
+        path: path.to_owned(),
+    })
+}
+
+/// What recovery should do about what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Repair (zero the torn tail, remove leftovers) and sync the repairs.
+    Repair,
+    /// Only report.
+    DryRun,
+}
+
+/// Recovers the segments of the log in `dir`.
+pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<Recovered> {
+    let mut report = RecoveryReport {
+        dry_run: mode == Mode::DryRun,
+        ..RecoveryReport::default()
+    };
+    let names_in_dir = storage.list_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+    let mut bases = Vec::new();
+    let mut temps = Vec::new();
+    for name in names_in_dir {
+        if let Some(base) = names::parse_segment_file_name(&name) {
+            bases.push(base);
+        } else if name.ends_with(names::TEMP_SUFFIX) {
+            temps.push(dir.join(name));
+        } else if name != names::LOCK_FILE && name != names::CLIENTS_DIR {
+            report.unknown_files.push(dir.join(name));
+        }
+    }
+    bases.sort_unstable();
+    temps.sort();
+    report.unknown_files.sort();
+
+    // Leftover temp files are unfinished segment creations: nothing durable
+    // refers to them.
+    if mode == Mode::Repair && !temps.is_empty() {
+        for t in &temps {
+            storage.remove_file(t).map_err(|e| Error::io("remove leftover", t, e))?;
+        }
+        storage.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))?;
+    }
+    report.removed_temp_files = temps;
+
+    let mut segments = Vec::with_capacity(bases.len());
+    for base in bases {
+        let path = dir.join(names::segment_file_name(base));
+        let meta = read_segment_meta(storage, &path, base)?;
+        if let Some(prev) = segments.last() {
+            let prev: &SegmentMeta = prev;
+            if meta.seq != prev.seq + 1 {
+                return Err(Error::MissingSegment {
+                    dir: dir.to_owned(),
+                    after: prev.path.clone(),
+                    after_base: prev.base,
+                    expected_seq: prev.seq + 1,
+                    found: meta.path.clone(),
+                    found_seq: meta.seq,
+                });
+            }
+        }
+        segments.push(meta);
+    }
+    report.segments = segments.len();
+    let Some(last) = segments.last().cloned() else {
+        return Ok(Recovered {
+            segments,
+            tail_pos: SEGMENT_HEADER_LEN as u64,
+            report,
+        });
+    };
+    report.first_offset = segments[0].base;
+
+    let bytes = read_whole(storage, &last.path)?;
+    let scan = scan_segment(&bytes, last.base, last.salt);
+    drop(bytes);
+    match &scan.problem {
+        None => {}
+        Some(ScanProblem::Damage { position, reason }) => {
+            return Err(Error::corrupt(&last.path, *position, reason.clone()));
+        }
+        Some(ScanProblem::Torn {
+            position,
+            zero_until,
+            records_discarded,
+            reason,
+        }) => {
+            if mode == Mode::Repair {
+                zero_range(storage, &last.path, *position, *zero_until)?;
+            }
+            report.torn_tail = Some(TornTail {
+                segment: last.path.clone(),
+                position: *position,
+                bytes_zeroed: zero_until - position,
+                records_discarded: *records_discarded,
+                offset: scan.end_offset,
+                reason: reason.clone(),
+            });
+        }
+    }
+    // An empty last segment was created at a rollover, which happens only
+    // once everything before it is durable: the previous segment must end
+    // exactly where the last one begins.
+    if scan.end_offset == last.base && segments.len() >= 2 {
+        let prev = &segments[segments.len() - 2];
+        let pbytes = read_whole(storage, &prev.path)?;
+        let pscan = scan_segment(&pbytes, prev.base, prev.salt);
+        if let Some(ScanProblem::Damage { position, reason } | ScanProblem::Torn { position, reason, .. }) =
+            pscan.problem
+        {
+            return Err(Error::corrupt(&prev.path, position, reason));
+        }
+        if pscan.end_offset != last.base {
+            return Err(Error::corrupt(
+                &prev.path,
+                pscan.end_pos,
+                format!(
+                    "sealed segment ends at offset {} but the next segment starts at {}",
+                    pscan.end_offset, last.base
+                ),
+            ));
+        }
+    }
+    report.end_offset = scan.end_offset;
+    Ok(Recovered {
+        segments,
+        tail_pos: scan.end_pos,
+        report,
+    })
+}
+
+/// Zeroes `[from, to)` of the file in place and syncs it.
+fn zero_range(storage: &dyn Storage, path: &Path, from: u64, to: u64) -> Result<()> {
+    let file = storage
+        .open_file(path, OpenMode::ReadWrite)
+        .map_err(|e| Error::io("open for repair", path, e))?;
+    let zeros = vec![0u8; (to - from) as usize];
+    file.write_at(&zeros, from).map_err(|e| Error::io("zero torn tail of", path, e))?;
+    file.sync_data().map_err(|e| Error::io("sync repaired", path, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{FLAG_END_OF_WRITE, encode_into, payload_hasher};
+
+    const SALT: u64 = 0xABCD;
+
+    /// A segment of `size` bytes holding `writes`, each a list of payloads
+    /// written by one call (the last flagged end-of-write).
+    fn segment(size: usize, writes: &[&[&[u8]]]) -> (Vec<u8>, Vec<usize>) {
+        let mut buf = vec![0u8; SEGMENT_HEADER_LEN];
+        let mut starts = Vec::new();
+        let mut off = 0u64;
+        for w in writes {
+            for (i, p) in w.iter().enumerate() {
+                let flags = if i + 1 == w.len() { FLAG_END_OF_WRITE } else { 0 };
+                starts.push(buf.len());
+                encode_into(&mut buf, SALT, off, flags, p, &payload_hasher(p));
+                off += 1;
+            }
+        }
+        buf.resize(size, 0);
+        (buf, starts)
+    }
+
+    #[test]
+    fn clean_segment_scans_to_its_end() {
+        let (b, _) = segment(4096, &[&[b"a", b"bb"], &[b"ccc"]]);
+        let s = scan_segment(&b, 0, SALT);
+        assert_eq!(s.end_offset, 3);
+        assert_eq!(s.problem, None);
+    }
+
+    #[test]
+    fn garbage_after_last_record_is_torn() {
+        let (mut b, starts) = segment(4096, &[&[b"a"], &[b"b"]]);
+        let end = starts[1] + record::encoded_len(1);
+        b[end..end + 40].fill(0x5A);
+        let s = scan_segment(&b, 0, SALT);
+        assert_eq!(s.end_offset, 2);
+        assert!(matches!(s.problem, Some(ScanProblem::Torn { records_discarded: 0, .. })));
+    }
+
+    #[test]
+    fn bit_flip_in_fully_written_record_is_damage() {
+        let (mut b, starts) = segment(4096, &[&[b"hello"], &[b"world"], &[b"again"]]);
+        b[starts[1] + RECORD_HEADER_LEN] ^= 4;
+        let s = scan_segment(&b, 0, SALT);
+        assert!(matches!(s.problem, Some(ScanProblem::Damage { .. })), "{s:?}");
+    }
+
+    #[test]
+    fn broken_magic_followed_by_several_writes_is_damage() {
+        let (mut b, starts) = segment(4096, &[&[b"x"], &[b"y"], &[b"z"], &[b"w"]]);
+        b[starts[1]] ^= 0xFF;
+        let s = scan_segment(&b, 0, SALT);
+        assert!(matches!(s.problem, Some(ScanProblem::Damage { .. })), "{s:?}");
+    }
+
+    #[test]
+    fn later_sectors_of_the_last_write_kept_is_still_torn() {
+        // One write of many records spanning several sectors; its first
+        // sector is lost (zero) and later ones kept.
+        let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 60]).collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+        let (mut b, starts) = segment(8192, &[&[b"first"], &refs]);
+        let tear = starts[1];
+        let sector_end = (tear / SECTOR_BYTES + 1) * SECTOR_BYTES;
+        b[tear..sector_end].fill(0);
+        let s = scan_segment(&b, 0, SALT);
+        assert_eq!(s.end_offset, 1);
+        match s.problem {
+            Some(ScanProblem::Torn { records_discarded, .. }) => assert!(records_discarded > 0),
+            other => panic!("expected torn, got {other:?}"),
+        }
+    }
+}

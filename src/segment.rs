@@ -1,0 +1,402 @@
+//! One segment file: creation (through a preallocated spare), the read-side
+//! handle with its sparse offset index, and reading records out of it.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+use crate::names;
+use crate::record::{self, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::storage::{Mapping, OpenMode, Storage, StorageFile};
+
+/// One index entry is kept for every this many records of a segment.
+const INDEX_STRIDE: u64 = 64;
+
+/// Zero-fill writes are made in chunks of this size.
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
+
+/// What the directory listing and a segment's header say about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SegmentMeta {
+    pub base: u64,
+    pub seq: u64,
+    pub salt: u64,
+    pub size: u64,
+    pub path: PathBuf,
+}
+
+impl SegmentMeta {
+    pub(crate) fn header(&self) -> SegmentHeader {
+        SegmentHeader {
+            base_offset: self.base,
+            seq: self.seq,
+            salt: self.salt,
+            segment_size: self.size,
+        }
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it:
+/// every critical section in durq leaves its state consistent before any
+/// call that could panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A random, non-zero 64-bit salt. Uses the standard library's randomly
+/// keyed hasher, mixed with the clock and a counter, so no extra dependency
+/// is needed; the salt need not be secret, only different per segment.
+pub(crate) fn random_salt() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.finish() | 1
+}
+
+/// A preallocated, zero-filled, synced temporary file waiting to become the
+/// next segment.
+#[derive(Debug)]
+pub(crate) struct Spare {
+    pub path: PathBuf,
+    pub file: Box<dyn StorageFile>,
+}
+
+/// Creates a spare: a temp file of `size` zero bytes, written and synced
+/// (data and length) so that appends into it later only need `fdatasync`.
+pub(crate) fn prepare_spare(storage: &dyn Storage, dir: &Path, size: u64) -> io::Result<Spare> {
+    static SPARE_COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = SPARE_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("spare-{}-{n}{}", std::process::id(), names::TEMP_SUFFIX));
+    let file = storage.open_file(&path, OpenMode::CreateNew)?;
+    let fill = || -> io::Result<()> {
+        let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(size as usize)];
+        let mut pos = 0u64;
+        while pos < size {
+            let n = zeros.len().min((size - pos) as usize);
+            file.write_at(&zeros[..n], pos)?;
+            pos += n as u64;
+        }
+        file.sync_all()
+    };
+    match fill() {
+        Ok(()) => Ok(Spare { path, file }),
+        Err(e) => {
+            drop(file);
+            let _ = storage.remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
+/// A record's bytes, borrowed from a memory map or owned.
+#[derive(Clone)]
+pub struct Record {
+    bytes: RecordBytes,
+}
+
+#[derive(Clone)]
+enum RecordBytes {
+    Mapped { map: Mapping, start: usize, end: usize },
+    Owned(Vec<u8>),
+}
+
+impl Record {
+    /// The payload bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.bytes {
+            RecordBytes::Mapped { map, start, end } => &(**map).as_ref()[*start..*end],
+            RecordBytes::Owned(v) => v,
+        }
+    }
+
+    /// Copies the payload into a `Vec`.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+
+    /// Takes the payload as a `Vec`, copying only if it is borrowed from a map.
+    pub fn into_vec(self) -> Vec<u8> {
+        match self.bytes {
+            RecordBytes::Owned(v) => v,
+            RecordBytes::Mapped { .. } => self.as_bytes().to_vec(),
+        }
+    }
+}
+
+impl Deref for Record {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl AsRef<[u8]> for Record {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl PartialEq<[u8]> for Record {
+    fn eq(&self, other: &[u8]) -> bool {
+        self.as_bytes() == other
+    }
+}
+
+impl PartialEq<&[u8]> for Record {
+    fn eq(&self, other: &&[u8]) -> bool {
+        self.as_bytes() == *other
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record").field("len", &self.as_bytes().len()).finish()
+    }
+}
+
+/// Sparse positions of records in one segment, built lazily by walking
+/// record headers, and only ever through durable records.
+#[derive(Debug, Default)]
+struct SparseIndex {
+    /// `positions[i]` is the byte position of record `base + i * STRIDE`.
+    positions: Vec<u64>,
+    /// Offset and position of the first record not yet walked.
+    frontier: Option<(u64, u64)>,
+}
+
+/// An open segment: its file, optional memory map and sparse index.
+pub(crate) struct OpenSegment {
+    file: Box<dyn StorageFile>,
+    map: Option<Mapping>,
+    index: Mutex<SparseIndex>,
+}
+
+/// A segment as readers see it. The file is opened lazily and the handle may
+/// be dropped by the open-segment cache; the metadata stays.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub meta: SegmentMeta,
+    handle: Mutex<Option<Arc<OpenSegment>>>,
+}
+
+impl Segment {
+    pub(crate) fn new(meta: SegmentMeta) -> Segment {
+        Segment {
+            meta,
+            handle: Mutex::new(None),
+        }
+    }
+
+    /// Drops the cached handle (the open-segment cache evicted it).
+    pub(crate) fn evict(&self) {
+        *lock(&self.handle) = None;
+    }
+
+    /// Returns the open handle, opening the file if needed. The boolean says
+    /// whether this call opened it (so the caller can account for it).
+    pub(crate) fn open(&self, storage: &dyn Storage, map: bool) -> Result<(Arc<OpenSegment>, bool)> {
+        let mut h = lock(&self.handle);
+        if let Some(open) = h.as_ref() {
+            return Ok((open.clone(), false));
+        }
+        let path = &self.meta.path;
+        let file = storage
+            .open_file(path, OpenMode::Read)
+            .map_err(|e| Error::io("open segment", path, e))?;
+        let map = if map {
+            file.map().map_err(|e| Error::io("memory-map segment", path, e))?
+        } else {
+            None
+        };
+        if let Some(m) = &map {
+            if ((**m).as_ref().len() as u64) < self.meta.size {
+                return Err(Error::corrupt(
+                    path,
+                    (**m).as_ref().len() as u64,
+                    format!("segment file is shorter than its header's size of {} bytes", self.meta.size),
+                ));
+            }
+        }
+        let open = Arc::new(OpenSegment {
+            file,
+            map,
+            index: Mutex::new(SparseIndex::default()),
+        });
+        *h = Some(open.clone());
+        Ok((open, true))
+    }
+}
+
+impl fmt::Debug for OpenSegment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenSegment")
+            .field("file", &self.file)
+            .field("mapped", &self.map.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenSegment {
+    fn read_bytes(&self, meta: &SegmentMeta, pos: u64, len: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
+        if pos + len as u64 > meta.size {
+            return Err(Error::corrupt(&meta.path, pos, "record runs past the end of the segment"));
+        }
+        match &self.map {
+            Some(m) => Ok(std::borrow::Cow::Borrowed(
+                &(**m).as_ref()[pos as usize..pos as usize + len],
+            )),
+            None => {
+                let mut buf = vec![0u8; len];
+                self.file
+                    .read_at(&mut buf, pos)
+                    .map_err(|e| Error::io("read segment", &meta.path, e))?;
+                Ok(std::borrow::Cow::Owned(buf))
+            }
+        }
+    }
+
+    /// Reads and checks the header of the record at `pos`, which must hold
+    /// `offset`.
+    pub(crate) fn header_at(&self, meta: &SegmentMeta, pos: u64, offset: u64) -> Result<record::RecordHeader> {
+        let room = meta.size.saturating_sub(pos) as usize;
+        let bytes = self.read_bytes(meta, pos, RECORD_HEADER_LEN.min(room))?;
+        let header = record::parse_header(&bytes, room).map_err(|why| {
+            Error::corrupt(
+                &meta.path,
+                pos,
+                format!("expected record {offset} here: {}", why.describe()),
+            )
+        })?;
+        if header.offset != offset {
+            return Err(Error::corrupt(
+                &meta.path,
+                pos,
+                format!("expected record {offset} here, found record {}", header.offset),
+            ));
+        }
+        Ok(header)
+    }
+
+    /// Reads and fully checks the record at `pos`, which must hold `offset`.
+    /// Returns the record and the position of the next one.
+    pub(crate) fn record_at(&self, meta: &SegmentMeta, pos: u64, offset: u64) -> Result<(Record, u64)> {
+        let header = self.header_at(meta, pos, offset)?;
+        let start = pos + RECORD_HEADER_LEN as u64;
+        let len = header.len as usize;
+        let next = pos + header.encoded_len() as u64;
+        let record = match &self.map {
+            Some(m) => {
+                let s = start as usize;
+                let payload = &(**m).as_ref()[s..s + len];
+                record::verify(&header, meta.salt, payload)
+                    .map_err(|why| Error::corrupt(&meta.path, pos, format!("record {offset}: {}", why.describe())))?;
+                Record {
+                    bytes: RecordBytes::Mapped {
+                        map: m.clone(),
+                        start: s,
+                        end: s + len,
+                    },
+                }
+            }
+            None => {
+                let payload = self.read_bytes(meta, start, len)?.into_owned();
+                record::verify(&header, meta.salt, &payload)
+                    .map_err(|why| Error::corrupt(&meta.path, pos, format!("record {offset}: {}", why.describe())))?;
+                Record {
+                    bytes: RecordBytes::Owned(payload),
+                }
+            }
+        };
+        Ok((record, next))
+    }
+
+    /// Finds the byte position of record `offset`, walking headers from the
+    /// nearest indexed record. `limit` is the end (exclusive) of the records
+    /// known durable in this segment; nothing at or past it is walked.
+    pub(crate) fn locate(&self, meta: &SegmentMeta, offset: u64, limit: u64) -> Result<u64> {
+        debug_assert!(offset >= meta.base && offset < limit);
+        let mut idx = lock(&self.index);
+        let (f_off, f_pos) = idx.frontier.unwrap_or((meta.base, SEGMENT_HEADER_LEN as u64));
+        if idx.frontier.is_none() {
+            idx.positions.push(f_pos);
+            idx.frontier = Some((f_off, f_pos));
+        }
+        if offset < f_off {
+            let slot = ((offset - meta.base) / INDEX_STRIDE) as usize;
+            let mut off = meta.base + slot as u64 * INDEX_STRIDE;
+            let mut pos = idx.positions[slot];
+            drop(idx);
+            while off < offset {
+                pos += self.header_at(meta, pos, off)?.encoded_len() as u64;
+                off += 1;
+            }
+            return Ok(pos);
+        }
+        // Extend the frontier up to `offset`, indexing as we go.
+        let (mut off, mut pos) = (f_off, f_pos);
+        while off < offset {
+            debug_assert!(off < limit);
+            pos += self.header_at(meta, pos, off)?.encoded_len() as u64;
+            off += 1;
+            if (off - meta.base) % INDEX_STRIDE == 0 {
+                idx.positions.push(pos);
+            }
+            idx.frontier = Some((off, pos));
+        }
+        Ok(pos)
+    }
+}
+
+/// A bounded set of open segment handles, least recently opened evicted
+/// first, so that memory and file descriptors stay flat as the log grows.
+#[derive(Debug)]
+pub(crate) struct OpenCache {
+    capacity: usize,
+    order: Mutex<VecDeque<Arc<Segment>>>,
+}
+
+impl OpenCache {
+    pub(crate) fn new(capacity: usize) -> OpenCache {
+        OpenCache {
+            capacity: capacity.max(1),
+            order: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Opens `seg` through the cache.
+    pub(crate) fn open(&self, storage: &dyn Storage, seg: &Arc<Segment>, map: bool) -> Result<Arc<OpenSegment>> {
+        let (open, fresh) = seg.open(storage, map)?;
+        if fresh {
+            let mut order = lock(&self.order);
+            order.push_back(seg.clone());
+            while order.len() > self.capacity {
+                if let Some(old) = order.pop_front() {
+                    old.evict();
+                }
+            }
+        }
+        Ok(open)
+    }
+
+    /// Forgets a segment (it was deleted).
+    pub(crate) fn forget(&self, base: u64) {
+        let mut order = lock(&self.order);
+        order.retain(|s| {
+            if s.meta.base == base {
+                s.evict();
+                false
+            } else {
+                true
+            }
+        });
+    }
+}

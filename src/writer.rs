@@ -1,0 +1,411 @@
+//! Group commit and segment rollover.
+//!
+//! Appenders encode their records into a shared staging area under a short
+//! lock, which assigns offsets and byte positions. Whoever finds no flush in
+//! progress becomes the leader: it takes everything staged, writes each run
+//! of records bound for one segment with one `write` call, `fdatasync`s it,
+//! publishes the new durable end and wakes the others. No background thread
+//! is involved in committing; staging is bounded ([`MAX_STAGED_BYTES`]), so
+//! appenders wait when the disk is behind rather than queueing without limit.
+//!
+//! Rollover uses a spare segment prepared ahead of time (zero-filled and
+//! synced by a background thread): the leader writes the new header into it,
+//! syncs it, renames it to its final name and syncs the directory before any
+//! record goes into it.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::log::Shared;
+use crate::names;
+use crate::record::{self, FLAG_END_OF_WRITE, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::segment::{self, Segment, SegmentMeta, Spare, lock};
+use crate::storage::StorageFile;
+
+/// Appenders wait while this many bytes are staged and not yet taken by a
+/// leader (a single batch larger than this is still accepted on its own).
+pub const MAX_STAGED_BYTES: usize = 8 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SegInfo {
+    base: u64,
+    seq: u64,
+    salt: u64,
+    size: u64,
+}
+
+/// Records bound for one contiguous range of one segment.
+#[derive(Debug)]
+struct Chunk {
+    seg: SegInfo,
+    pos: u64,
+    buf: Vec<u8>,
+    end_offset: u64,
+    last_rec: usize,
+    last_hasher: crc32fast::Hasher,
+}
+
+#[derive(Debug)]
+struct WState {
+    next_offset: u64,
+    /// The segment the next staged record goes into, and where.
+    assign: SegInfo,
+    assign_pos: u64,
+    chunks: Vec<Chunk>,
+    staged_bytes: usize,
+    leader_active: bool,
+    durable_end: u64,
+    poisoned: Option<Arc<str>>,
+    abort_epoch: u64,
+    abort_reason: Option<Arc<str>>,
+}
+
+#[derive(Debug, Default)]
+enum SpareSlot {
+    #[default]
+    Empty,
+    Pending(JoinHandle<std::io::Result<Spare>>),
+}
+
+/// State only the leader touches.
+#[derive(Debug)]
+struct LeaderState {
+    file: Box<dyn StorageFile>,
+    active: SegInfo,
+    tail_pos: u64,
+    spare: SpareSlot,
+}
+
+enum Failure {
+    /// The log's state on disk is uncertain: refuse writes until reopened.
+    Poison(String),
+    /// Nothing was made durable and nothing is uncertain: fail the staged
+    /// appends, keep the log usable.
+    Abort(String),
+}
+
+/// The writing half of a log.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    state: Mutex<WState>,
+    cond: Condvar,
+    leader: Mutex<LeaderState>,
+    new_segment_size: u64,
+    background_spares: bool,
+}
+
+impl Writer {
+    /// A writer appending to `active` (open for writing) at `tail_pos`,
+    /// whose next offset is `end`.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        active: &SegmentMeta,
+        file: Box<dyn StorageFile>,
+        tail_pos: u64,
+        end: u64,
+        new_segment_size: u64,
+        background_spares: bool,
+    ) -> Writer {
+        let info = SegInfo {
+            base: active.base,
+            seq: active.seq,
+            salt: active.salt,
+            size: active.size,
+        };
+        let w = Writer {
+            shared,
+            state: Mutex::new(WState {
+                next_offset: end,
+                assign: info,
+                assign_pos: tail_pos,
+                chunks: Vec::new(),
+                staged_bytes: 0,
+                leader_active: false,
+                durable_end: end,
+                poisoned: None,
+                abort_epoch: 0,
+                abort_reason: None,
+            }),
+            cond: Condvar::new(),
+            leader: Mutex::new(LeaderState {
+                file,
+                active: info,
+                tail_pos,
+                spare: SpareSlot::Empty,
+            }),
+            new_segment_size,
+            background_spares,
+        };
+        w.start_spare(&mut lock(&w.leader));
+        w
+    }
+
+    /// The largest payload an append accepts.
+    pub(crate) fn max_payload(&self) -> usize {
+        max_payload_for(self.new_segment_size)
+    }
+
+    /// Why the writer refuses appends, if it does.
+    pub(crate) fn poisoned(&self) -> Option<Arc<str>> {
+        lock(&self.state).poisoned.clone()
+    }
+
+    /// Appends `payloads` durably; returns their offsets.
+    pub(crate) fn append(&self, payloads: &[&[u8]]) -> Result<Range<u64>> {
+        let max = self.max_payload();
+        let mut total = 0usize;
+        for p in payloads {
+            if p.len() > max {
+                return Err(Error::RecordTooLarge { len: p.len(), max });
+            }
+            total += record::encoded_len(p.len());
+        }
+        // Checksum the payloads before taking the lock.
+        let hashers: Vec<crc32fast::Hasher> = payloads.iter().map(|p| record::payload_hasher(p)).collect();
+
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(reason) = &st.poisoned {
+                return Err(Error::Poisoned { reason: reason.clone() });
+            }
+            if st.staged_bytes == 0 || st.staged_bytes + total <= MAX_STAGED_BYTES {
+                break;
+            }
+            st = self.wait(st);
+        }
+        let first = st.next_offset;
+        for (p, h) in payloads.iter().zip(hashers) {
+            self.stage(&mut st, p, h);
+        }
+        let my_end = st.next_offset;
+        let my_epoch = st.abort_epoch;
+        if payloads.is_empty() {
+            return Ok(first..first);
+        }
+        loop {
+            if st.durable_end >= my_end {
+                return Ok(first..my_end);
+            }
+            if st.abort_epoch != my_epoch {
+                let reason = st.abort_reason.clone().unwrap_or_else(|| "append aborted".into());
+                return Err(Error::AppendFailed { reason });
+            }
+            if let Some(reason) = &st.poisoned {
+                return Err(Error::Poisoned { reason: reason.clone() });
+            }
+            if !st.leader_active {
+                st = self.lead(st);
+                continue;
+            }
+            st = self.wait(st);
+        }
+    }
+
+    fn wait<'a>(&self, st: MutexGuard<'a, WState>) -> MutexGuard<'a, WState> {
+        self.cond.wait(st).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Encodes one record into the staging area, assigning its offset.
+    fn stage(&self, st: &mut WState, payload: &[u8], hasher: crc32fast::Hasher) {
+        let n = record::encoded_len(payload.len()) as u64;
+        if st.assign_pos + n > st.assign.size {
+            st.assign = SegInfo {
+                base: st.next_offset,
+                seq: st.assign.seq + 1,
+                salt: segment::random_salt(),
+                size: self.new_segment_size,
+            };
+            st.assign_pos = SEGMENT_HEADER_LEN as u64;
+        }
+        let offset = st.next_offset;
+        let (assign, assign_pos) = (st.assign, st.assign_pos);
+        let reuse = matches!(st.chunks.last(), Some(c) if c.seg == assign && c.pos + c.buf.len() as u64 == assign_pos);
+        if !reuse {
+            st.chunks.push(Chunk {
+                seg: assign,
+                pos: assign_pos,
+                buf: Vec::with_capacity(4096),
+                end_offset: offset,
+                last_rec: 0,
+                last_hasher: crc32fast::Hasher::new(),
+            });
+        }
+        let chunk = st.chunks.last_mut().expect("a chunk was just ensured");
+        chunk.last_rec = record::encode_into(&mut chunk.buf, assign.salt, offset, 0, payload, &hasher);
+        chunk.last_hasher = hasher;
+        chunk.end_offset = offset + 1;
+        st.assign_pos += n;
+        st.next_offset += 1;
+        st.staged_bytes += n as usize;
+    }
+
+    /// Takes everything staged, writes and syncs it, publishes the result.
+    fn lead<'a>(&'a self, mut st: MutexGuard<'a, WState>) -> MutexGuard<'a, WState> {
+        let chunks = std::mem::take(&mut st.chunks);
+        st.staged_bytes = 0;
+        st.leader_active = true;
+        drop(st);
+        // Appenders held back by the staging bound may stage again.
+        self.cond.notify_all();
+        let mut leader = lock(&self.leader);
+        let outcome = self.write_chunks(&mut leader, chunks);
+        let mut st = lock(&self.state);
+        st.leader_active = false;
+        match outcome {
+            Ok(()) => {}
+            Err(Failure::Poison(reason)) => {
+                st.poisoned = Some(reason.into());
+            }
+            Err(Failure::Abort(reason)) => {
+                // Everything not yet durable was staged after the failure
+                // point: drop it and continue from the durable tail.
+                st.chunks.clear();
+                st.staged_bytes = 0;
+                st.next_offset = st.durable_end;
+                st.assign = leader.active;
+                st.assign_pos = leader.tail_pos;
+                st.abort_epoch += 1;
+                st.abort_reason = Some(reason.into());
+            }
+        }
+        drop(leader);
+        self.cond.notify_all();
+        st
+    }
+
+    fn write_chunks(&self, leader: &mut LeaderState, chunks: Vec<Chunk>) -> std::result::Result<(), Failure> {
+        for mut chunk in chunks {
+            if chunk.seg.base != leader.active.base {
+                self.roll(leader, chunk.seg)?;
+            }
+            if chunk.pos != leader.tail_pos {
+                return Err(Failure::Poison(format!(
+                    "internal error: staged records for byte {} but the segment tail is at {}",
+                    chunk.pos, leader.tail_pos
+                )));
+            }
+            record::set_flags(
+                &mut chunk.buf,
+                chunk.last_rec,
+                chunk.seg.salt,
+                FLAG_END_OF_WRITE,
+                &chunk.last_hasher,
+            );
+            let path = self.segment_path(chunk.seg.base);
+            leader
+                .file
+                .write_at(&chunk.buf, chunk.pos)
+                .map_err(|e| Failure::Poison(format!("write to {} failed: {e}", path.display())))?;
+            leader
+                .file
+                .sync_data()
+                .map_err(|e| Failure::Poison(format!("fdatasync of {} failed: {e}", path.display())))?;
+            leader.tail_pos += chunk.buf.len() as u64;
+            let mut st = lock(&self.state);
+            st.durable_end = chunk.end_offset;
+            drop(st);
+            self.shared.publish(chunk.end_offset);
+            self.cond.notify_all();
+        }
+        Ok(())
+    }
+
+    fn segment_path(&self, base: u64) -> PathBuf {
+        self.shared.dir.join(names::segment_file_name(base))
+    }
+
+    /// Makes `seg` the active segment: header into a spare, sync, rename,
+    /// sync the directory, then register it for readers.
+    fn roll(&self, leader: &mut LeaderState, seg: SegInfo) -> std::result::Result<(), Failure> {
+        let storage = &*self.shared.storage;
+        let dir = &self.shared.dir;
+        let spare = self.take_spare(leader).map_err(|e| {
+            Failure::Abort(format!("could not create the next segment file in {}: {e}", dir.display()))
+        })?;
+        let path = self.segment_path(seg.base);
+        let meta = SegmentMeta {
+            base: seg.base,
+            seq: seg.seq,
+            salt: seg.salt,
+            size: seg.size,
+            path: path.clone(),
+        };
+        let prepared = spare
+            .file
+            .write_at(&meta.header().encode(), 0)
+            .and_then(|()| spare.file.sync_data())
+            .and_then(|()| storage.rename(&spare.path, &path));
+        if let Err(e) = prepared {
+            let Spare { path: tmp, file } = spare;
+            drop(file);
+            let _ = storage.remove_file(&tmp);
+            return Err(Failure::Abort(format!(
+                "could not create segment {}: {e}",
+                path.display()
+            )));
+        }
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Failure::Poison(format!("fsync of directory {} failed: {e}", dir.display())))?;
+        self.shared.add_segment(Arc::new(Segment::new(meta)));
+        leader.file = spare.file;
+        leader.active = seg;
+        leader.tail_pos = SEGMENT_HEADER_LEN as u64;
+        self.start_spare(leader);
+        Ok(())
+    }
+
+    /// Starts preparing the next spare segment in the background.
+    fn start_spare(&self, leader: &mut LeaderState) {
+        if !self.background_spares || !matches!(leader.spare, SpareSlot::Empty) {
+            return;
+        }
+        let storage = self.shared.storage.clone();
+        let dir = self.shared.dir.clone();
+        let size = self.new_segment_size;
+        let spawned = std::thread::Builder::new()
+            .name("durq-prealloc".into())
+            .spawn(move || segment::prepare_spare(&*storage, &dir, size));
+        // If no thread can be spawned, the spare is made at rollover instead.
+        if let Ok(handle) = spawned {
+            leader.spare = SpareSlot::Pending(handle);
+        }
+    }
+
+    fn take_spare(&self, leader: &mut LeaderState) -> std::io::Result<Spare> {
+        let ready = match std::mem::take(&mut leader.spare) {
+            SpareSlot::Pending(h) => h.join().ok().and_then(|r| r.ok()),
+            SpareSlot::Empty => None,
+        };
+        match ready {
+            Some(s) => Ok(s),
+            // Made here if the background attempt failed (say the disk was
+            // full then) or was never started.
+            None => segment::prepare_spare(&*self.shared.storage, &self.shared.dir, self.new_segment_size),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let leader = self.leader.get_mut().unwrap_or_else(|e| e.into_inner());
+        let spare = match std::mem::take(&mut leader.spare) {
+            SpareSlot::Pending(h) => h.join().ok().and_then(|r| r.ok()),
+            SpareSlot::Empty => None,
+        };
+        if let Some(Spare { path, file }) = spare {
+            drop(file);
+            let _ = self.shared.storage.remove_file(&path);
+        }
+    }
+}
+
+/// The largest payload that fits in an empty segment of `segment_size`.
+pub(crate) fn max_payload_for(segment_size: u64) -> usize {
+    let room = segment_size.saturating_sub((SEGMENT_HEADER_LEN + RECORD_HEADER_LEN) as u64);
+    (room as usize).min(record::MAX_RECORD_BYTES) & !(record::RECORD_ALIGN - 1)
+}

@@ -1,0 +1,569 @@
+//! The core log: round trips, concurrency, torn tails, damage, locking,
+//! bad input and poisoning.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use durq::record::{self, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use durq::storage::{FsStorage, LockGuard, Mapping, OpenMode, Storage, StorageFile};
+use durq::{Error, Log, Options};
+
+fn small(seg: u64) -> Options {
+    Options::new().segment_size(seg)
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    let len = (i * 37 % 300) as usize;
+    (0..len).map(|j| (i as usize * 7 + j) as u8).collect()
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Byte position of record `k` (0-based within the segment) given the
+/// payload lengths of the records before it.
+fn position_of(lens: &[usize], k: usize) -> usize {
+    SEGMENT_HEADER_LEN + lens[..k].iter().map(|&l| record::encoded_len(l)).sum::<usize>()
+}
+
+fn patch(path: &Path, pos: usize, bytes: &[u8]) {
+    let mut data = fs::read(path).unwrap();
+    data[pos..pos + bytes.len()].copy_from_slice(bytes);
+    fs::write(path, data).unwrap();
+}
+
+#[test]
+fn round_trip_across_many_rollovers_and_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let n = 2000u64;
+    {
+        let log = small(4096).open(&dir).unwrap();
+        for i in 0..n {
+            assert_eq!(log.append(payload(i)).unwrap(), i);
+        }
+        assert_eq!(log.end(), n);
+        assert!(log.segments().len() > 50, "expected many rollovers, got {}", log.segments().len());
+        for i in 0..n {
+            assert_eq!(log.read(i).unwrap().unwrap().to_vec(), payload(i));
+        }
+        assert!(log.read(n).unwrap().is_none());
+    }
+    let log = small(4096).open(&dir).unwrap();
+    assert_eq!(log.end(), n);
+    assert!(log.recovery_report().is_clean(), "{:?}", log.recovery_report());
+    let mut count = 0;
+    for (k, item) in log.iter(0).enumerate() {
+        let (off, rec) = item.unwrap();
+        assert_eq!(off, k as u64);
+        assert_eq!(rec.to_vec(), payload(off));
+        count += 1;
+    }
+    assert_eq!(count, n);
+    // Random access out of order, across segments.
+    for i in (0..n).rev().step_by(7) {
+        assert_eq!(log.read(i).unwrap().unwrap().to_vec(), payload(i));
+    }
+    // Appending continues with dense offsets.
+    assert_eq!(log.append(b"more").unwrap(), n);
+    assert_eq!(log.iter(n - 1).count(), 2);
+}
+
+#[test]
+fn eight_threads_ten_thousand_appends_each_get_unique_offsets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let threads = 8u64;
+    let per = 10_000u64;
+    let log = small(1 << 20).open(&dir).unwrap();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::with_capacity(per as usize);
+                for i in 0..per {
+                    let body = format!("t{t}-i{i}");
+                    got.push((log.append(body.as_bytes()).unwrap(), body));
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.join().unwrap());
+    }
+    drop(log);
+    let offsets: HashSet<u64> = all.iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets.len() as u64, threads * per, "an offset was assigned twice");
+    assert_eq!(*offsets.iter().max().unwrap(), threads * per - 1);
+    let log = small(1 << 20).open(&dir).unwrap();
+    assert_eq!(log.end(), threads * per);
+    for (off, body) in &all {
+        assert_eq!(log.read(*off).unwrap().unwrap().to_vec(), body.as_bytes());
+    }
+}
+
+#[test]
+fn append_batch_assigns_consecutive_offsets_and_spans_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = small(4096).open(tmp.path()).unwrap();
+    let batch: Vec<Vec<u8>> = (0..200).map(payload).collect();
+    let r = log.append_batch(&batch).unwrap();
+    assert_eq!(r, 0..200);
+    assert!(log.segments().len() > 3);
+    for (i, p) in batch.iter().enumerate() {
+        assert_eq!(&log.read(i as u64).unwrap().unwrap().to_vec(), p);
+    }
+    assert_eq!(log.append_batch(Vec::<Vec<u8>>::new()).unwrap(), 200..200);
+}
+
+/// Appends `lens.len()` records of the given lengths, filled with 0xA5, and
+/// returns the (single) segment path.
+fn log_with(dir: &Path, lens: &[usize]) -> PathBuf {
+    let log = small(1 << 16).open(dir).unwrap();
+    for &l in lens {
+        log.append(vec![0xA5u8; l]).unwrap();
+    }
+    drop(log);
+    let segs = segment_files(dir);
+    assert_eq!(segs.len(), 1);
+    segs[0].clone()
+}
+
+#[test]
+fn torn_tail_record_cut_short_is_cut_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lens = [100, 100, 700];
+    let seg = log_with(tmp.path(), &lens);
+    let p = position_of(&lens, 2);
+    // The last record's write reached the disk only up to the middle.
+    let cut = p + RECORD_HEADER_LEN + 300;
+    patch(&seg, cut, &vec![0u8; 400]);
+    let log = small(1 << 16).open(tmp.path()).unwrap();
+    assert_eq!(log.end(), 2);
+    let torn = log.recovery_report().torn_tail.clone().expect("torn tail reported");
+    assert_eq!(torn.position, p as u64);
+    assert_eq!(torn.offset, 2);
+    assert!(torn.bytes_zeroed >= (RECORD_HEADER_LEN + 300) as u64);
+    assert_eq!(torn.segment, seg);
+    // The repair is in place: the file keeps its size and the bytes are zero.
+    let data = fs::read(&seg).unwrap();
+    assert_eq!(data.len(), 1 << 16);
+    assert!(data[p..].iter().all(|&b| b == 0));
+    // Appends continue at the cut offset.
+    assert_eq!(log.append(b"next").unwrap(), 2);
+    drop(log);
+    let log = small(1 << 16).open(tmp.path()).unwrap();
+    assert!(log.recovery_report().is_clean(), "recovery is idempotent");
+    assert_eq!(log.read(2).unwrap().unwrap().to_vec(), b"next");
+}
+
+#[test]
+fn torn_tail_zeroed_last_records_end_the_log_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lens = [10, 20, 30, 40];
+    let seg = log_with(tmp.path(), &lens);
+    let p = position_of(&lens, 2);
+    patch(&seg, p, &vec![0u8; position_of(&lens, 4) - p]);
+    let log = small(1 << 16).open(tmp.path()).unwrap();
+    assert_eq!(log.end(), 2);
+    // Nothing but zeros past the end: nothing to cut.
+    assert_eq!(log.recovery_report().torn_tail, None);
+    assert_eq!(log.recovery_report().end_offset, 2);
+}
+
+#[test]
+fn torn_tail_garbage_length_field_is_cut_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lens = [50, 50, 50];
+    let seg = log_with(tmp.path(), &lens);
+    let p = position_of(&lens, 2);
+    patch(&seg, p + 4, &0xFFFF_FFF0u32.to_le_bytes());
+    let log = small(1 << 16).open(tmp.path()).unwrap();
+    assert_eq!(log.end(), 2);
+    let torn = log.recovery_report().torn_tail.clone().unwrap();
+    assert_eq!(torn.position, p as u64);
+    assert!(torn.reason.contains("length"), "{}", torn.reason);
+}
+
+#[test]
+fn torn_tail_random_bytes_after_last_record_are_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lens = [64, 64];
+    let seg = log_with(tmp.path(), &lens);
+    let p = position_of(&lens, 2);
+    let junk: Vec<u8> = (0..333u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1).collect();
+    patch(&seg, p, &junk);
+    let log = small(1 << 16).open(tmp.path()).unwrap();
+    assert_eq!(log.end(), 2);
+    let torn = log.recovery_report().torn_tail.clone().unwrap();
+    assert_eq!(torn.position, p as u64);
+    assert!(torn.bytes_zeroed >= 333);
+    assert_eq!(log.read(1).unwrap().unwrap().len(), 64);
+}
+
+#[test]
+fn torn_tail_header_only_record_is_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lens = [30, 30, 200];
+    let seg = log_with(tmp.path(), &lens);
+    let p = position_of(&lens, 2);
+    // The header reached the disk, the payload did not.
+    patch(&seg, p + RECORD_HEADER_LEN, &[0u8; 200]);
+    let log = small(1 << 16).open(tmp.path()).unwrap();
+    assert_eq!(log.end(), 2);
+    let torn = log.recovery_report().torn_tail.clone().unwrap();
+    assert_eq!(torn.position, p as u64);
+    assert!(torn.reason.contains("checksum"), "{}", torn.reason);
+}
+
+#[test]
+fn flipped_bit_in_sealed_segment_is_reported_with_file_and_position() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let n = 300u64;
+    {
+        let log = small(4096).open(dir).unwrap();
+        for i in 0..n {
+            log.append(vec![i as u8 | 1; 100]).unwrap();
+        }
+    }
+    let segs = segment_files(dir);
+    assert!(segs.len() > 3);
+    // Second segment: sealed. Its first record's base offset is in its name.
+    let victim = &segs[1];
+    let base: u64 = victim.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let lens = [100usize; 5];
+    let p = position_of(&lens, 3); // record base+3
+    patch(victim, p + RECORD_HEADER_LEN + 10, &[0x00]);
+    let log = small(4096).open(dir).unwrap();
+    // Sealed segments are not rescanned on open.
+    assert_eq!(log.end(), n);
+    let err = log.read(base + 3).unwrap_err();
+    match &err {
+        Error::Corrupt { path, position, .. } => {
+            assert_eq!(path, victim);
+            assert_eq!(*position, p as u64);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains(victim.to_str().unwrap()) && msg.contains(&p.to_string()), "{msg}");
+    // Neighbours are intact and still readable: nothing later is dropped.
+    assert_eq!(log.read(base + 2).unwrap().unwrap()[0], (base + 2) as u8 | 1);
+    assert_eq!(log.read(base + 4).unwrap().unwrap()[0], (base + 4) as u8 | 1);
+    assert_eq!(log.read(n - 1).unwrap().unwrap().len(), 100);
+    // A scan stops with the error at that offset.
+    let results: Vec<_> = log.iter(0).collect();
+    assert_eq!(results.len() as u64, base + 4);
+    assert!(results.last().unwrap().is_err());
+}
+
+#[test]
+fn flipped_bit_in_middle_of_active_segment_fails_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lens = [80usize; 20];
+    let seg = log_with(tmp.path(), &lens);
+    let p = position_of(&lens, 5);
+    patch(&seg, p + RECORD_HEADER_LEN + 1, &[0x24]);
+    let err = small(1 << 16).open(tmp.path()).unwrap_err();
+    match err {
+        Error::Corrupt { path, position, .. } => {
+            assert_eq!(path, seg);
+            assert_eq!(position, p as u64);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Nothing was changed by the failed open.
+    let data = fs::read(&seg).unwrap();
+    assert_eq!(data[p + RECORD_HEADER_LEN + 1], 0x24);
+}
+
+#[test]
+fn damaged_magic_followed_by_later_writes_is_not_a_torn_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lens = [40usize; 10];
+    let seg = log_with(tmp.path(), &lens);
+    let p = position_of(&lens, 3);
+    patch(&seg, p, &[0, 0, 0, 0]);
+    let err = small(1 << 16).open(tmp.path()).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { position, .. } if position == p as u64), "{err}");
+}
+
+#[test]
+fn second_open_fails_with_lock_error_until_first_is_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Log::open(tmp.path()).unwrap();
+    let err = Log::open(tmp.path()).unwrap_err();
+    assert!(matches!(&err, Error::Locked { dir } if dir == tmp.path()), "{err}");
+    assert!(err.to_string().contains(tmp.path().to_str().unwrap()));
+    drop(log);
+    let log = Log::open(tmp.path()).unwrap();
+    assert_eq!(log.end(), 0);
+}
+
+#[test]
+fn oversized_record_is_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = small(8192).open(tmp.path()).unwrap();
+    let max = log.max_record_size();
+    assert!(max < 8192 && max > 8000, "{max}");
+    let err = log.append(vec![1u8; max + 1]).unwrap_err();
+    assert!(matches!(err, Error::RecordTooLarge { len, .. } if len == max + 1));
+    let err = log.append_batch([vec![1u8; 10], vec![2u8; max + 1]]).unwrap_err();
+    assert!(matches!(err, Error::RecordTooLarge { .. }));
+    assert_eq!(log.end(), 0);
+    // The largest record fits, alone in its segment.
+    assert_eq!(log.append(vec![7u8; max]).unwrap(), 0);
+    assert_eq!(log.append(b"x").unwrap(), 1);
+    assert_eq!(log.read(0).unwrap().unwrap().len(), max);
+}
+
+#[test]
+fn empty_payload_is_a_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Log::open(tmp.path()).unwrap();
+    assert_eq!(log.append(b"").unwrap(), 0);
+    assert_eq!(log.append(b"x").unwrap(), 1);
+    drop(log);
+    let log = Log::open(tmp.path()).unwrap();
+    assert_eq!(log.end(), 2);
+    assert_eq!(log.read(0).unwrap().unwrap().len(), 0);
+}
+
+#[test]
+fn unknown_files_are_left_alone_and_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(Log::open(tmp.path()).unwrap());
+    fs::write(tmp.path().join("notes.txt"), b"hi").unwrap();
+    let log = Log::open(tmp.path()).unwrap();
+    assert_eq!(log.recovery_report().unknown_files, vec![tmp.path().join("notes.txt")]);
+    drop(log);
+    assert_eq!(fs::read(tmp.path().join("notes.txt")).unwrap(), b"hi");
+}
+
+#[test]
+fn refuses_to_create_a_log_in_a_directory_of_other_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("important.doc"), b"x").unwrap();
+    let err = Log::open(tmp.path()).unwrap_err();
+    assert!(err.to_string().contains("holds no durq log"), "{err}");
+    assert!(segment_files(tmp.path()).is_empty());
+}
+
+#[test]
+fn segment_named_file_that_is_not_durq_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(Log::open(tmp.path()).unwrap());
+    let fake = tmp.path().join("00000000000000000100.seg");
+    fs::write(&fake, b"this is not a segment").unwrap();
+    let err = Log::open(tmp.path()).unwrap_err();
+    assert!(matches!(&err, Error::NotDurq { path, .. } if path == &fake), "{err}");
+}
+
+#[test]
+fn segment_of_future_format_version_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(Log::open(tmp.path()).unwrap());
+    let seg = segment_files(tmp.path())[0].clone();
+    patch(&seg, 8, &2u32.to_le_bytes());
+    let err = Log::open(tmp.path()).unwrap_err();
+    assert!(matches!(&err, Error::UnsupportedVersion { found: 2, supported: 1, path } if path == &seg), "{err}");
+}
+
+#[test]
+fn missing_middle_segment_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let log = small(4096).open(tmp.path()).unwrap();
+        for i in 0..200 {
+            log.append(payload(i)).unwrap();
+        }
+    }
+    let segs = segment_files(tmp.path());
+    fs::remove_file(&segs[2]).unwrap();
+    let err = small(4096).open(tmp.path()).unwrap_err();
+    assert!(matches!(&err, Error::MissingSegment { after, .. } if after == &segs[1]), "{err}");
+}
+
+#[test]
+fn leftover_temp_files_are_removed_and_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(Log::open(tmp.path()).unwrap());
+    let leftover = tmp.path().join("spare-1-1.tmp");
+    fs::write(&leftover, vec![0u8; 100]).unwrap();
+    let log = Log::open(tmp.path()).unwrap();
+    assert_eq!(log.recovery_report().removed_temp_files, vec![leftover.clone()]);
+    assert!(!leftover.exists());
+}
+
+#[test]
+fn bad_segment_size_option_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for bad in [0u64, 100, 4097, 2 << 30] {
+        let err = Options::new().segment_size(bad).open(tmp.path()).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn readers_see_records_only_once_durable() {
+    // The end moves only after the fdatasync; a reader on another thread
+    // never observes an offset >= end as present.
+    let tmp = tempfile::tempdir().unwrap();
+    let log = small(1 << 16).open(tmp.path()).unwrap();
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut seen = 0u64;
+            while seen < 500 {
+                let end = log.end();
+                for o in seen..end {
+                    assert!(log.read(o).unwrap().is_some(), "offset {o} below end {end} unreadable");
+                }
+                // Whatever a read returns must be below the end as seen after it.
+                let probe = end + 1;
+                if log.read(probe).unwrap().is_some() {
+                    assert!(probe < log.end(), "offset {probe} readable before it was durable");
+                }
+                seen = end;
+            }
+        })
+    };
+    for i in 0..500u64 {
+        log.append(payload(i)).unwrap();
+    }
+    reader.join().unwrap();
+}
+
+// ---- poisoning, through a storage double whose syncs can be made to fail ----
+
+#[derive(Debug, Clone, Default)]
+struct FlakySync {
+    fail: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+struct FlakyFile {
+    inner: Box<dyn StorageFile>,
+    fail: Arc<AtomicBool>,
+}
+
+impl Storage for FlakySync {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<bool> {
+        FsStorage.create_dir_all(dir)
+    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        FsStorage.list_dir(dir)
+    }
+    fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
+        Ok(Box::new(FlakyFile {
+            inner: FsStorage.open_file(path, mode)?,
+            fail: self.fail.clone(),
+        }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        FsStorage.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        FsStorage.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        FsStorage.sync_dir(dir)
+    }
+    fn try_lock(&self, path: &Path) -> io::Result<LockGuard> {
+        FsStorage.try_lock(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        FsStorage.is_dir(path)
+    }
+}
+
+impl StorageFile for FlakyFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        self.inner.read_at(buf, pos)
+    }
+    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.inner.write_at(buf, pos)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        self.inner.sync_data()
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        self.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn map(&self) -> io::Result<Option<Mapping>> {
+        self.inner.map()
+    }
+}
+
+#[test]
+fn failed_fsync_poisons_the_log_until_reopened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = FlakySync::default();
+    let opts = small(1 << 16).storage(Arc::new(storage.clone()));
+    let log = opts.open(tmp.path()).unwrap();
+    assert_eq!(log.append(b"safe").unwrap(), 0);
+    storage.fail.store(true, Ordering::SeqCst);
+    let err = log.append(b"doomed").unwrap_err();
+    assert!(matches!(&err, Error::Poisoned { reason } if reason.contains("fdatasync")), "{err}");
+    assert!(log.poisoned().is_some());
+    // The sync works again, but the log does not retry and pretend.
+    storage.fail.store(false, Ordering::SeqCst);
+    let err = log.append(b"later").unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }));
+    assert_eq!(log.end(), 1, "the failed record never became visible");
+    assert!(log.read(1).unwrap().is_none());
+    drop(log);
+    let log = opts.open(tmp.path()).unwrap();
+    assert!(log.poisoned().is_none());
+    // The failed append's outcome is unknown (its bytes may have reached the
+    // disk); what was acknowledged is there, and appends work again.
+    assert_eq!(log.read(0).unwrap().unwrap().to_vec(), b"safe");
+    let next = log.append(b"after reopen").unwrap();
+    assert!(next == 1 || next == 2);
+    assert_eq!(log.read(next).unwrap().unwrap().to_vec(), b"after reopen");
+}
+
+#[test]
+fn concurrent_appenders_all_fail_when_the_shared_fsync_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = FlakySync::default();
+    let log = small(1 << 16)
+        .storage(Arc::new(storage.clone()))
+        .open(tmp.path())
+        .unwrap();
+    log.append(b"ok").unwrap();
+    storage.fail.store(true, Ordering::SeqCst);
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let log = log.clone();
+            std::thread::spawn(move || log.append(b"x"))
+        })
+        .collect();
+    for h in handles {
+        assert!(h.join().unwrap().is_err());
+    }
+    assert_eq!(log.end(), 1);
+}
