@@ -48,8 +48,14 @@ mod writer;
 
 pub use error::{Error, Result};
 pub use log::{
-    DEFAULT_OPEN_SEGMENTS, DEFAULT_SEGMENT_SIZE, Iter, Log, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options, SegmentInfo,
+    DEFAULT_OPEN_SEGMENTS, DEFAULT_SEGMENT_SIZE, Iter, Log, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+    Options, SegmentInfo,
 };
 pub use recovery::{RecoveryReport, TornTail};
 pub use segment::Record;
 pub use writer::MAX_STAGED_BYTES;
+
+/// The README's examples, compiled and run as doc tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::names;
-use crate::recovery::{self, Mode, RecoveryReport};
 use crate::record::SEGMENT_HEADER_LEN;
+use crate::recovery::{self, Mode, RecoveryReport};
 use crate::segment::{self, OpenCache, OpenSegment, Record, Segment, SegmentMeta, lock};
 use crate::storage::{FsStorage, LockGuard, OpenMode, Storage};
 use crate::writer::Writer;
@@ -245,7 +245,9 @@ impl Options {
     }
 
     fn validate(&self) -> Result<()> {
-        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.segment_size) || self.segment_size % 8 != 0 {
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.segment_size)
+            || self.segment_size % 8 != 0
+        {
             return Err(Error::InvalidArgument(format!(
                 "segment size {} is not a multiple of 8 between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE} bytes",
                 self.segment_size
@@ -312,12 +314,17 @@ impl Log {
                 .map_err(|e| Error::io("sync directory", parent, e))?;
         }
         if !storage.is_dir(dir) {
-            return Err(Error::InvalidArgument(format!("{} is not a directory", dir.display())));
+            return Err(Error::InvalidArgument(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
         }
         let lock_path = dir.join(names::LOCK_FILE);
         let lock_guard = storage.try_lock(&lock_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
-                Error::Locked { dir: dir.to_owned() }
+                Error::Locked {
+                    dir: dir.to_owned(),
+                }
             } else {
                 Error::io("lock", &lock_path, e)
             }
@@ -459,7 +466,9 @@ impl Log {
     /// Blocks until a record at `offset` is durable or `timeout` passes;
     /// returns whether it is.
     pub fn wait_for(&self, offset: u64, timeout: Duration) -> bool {
-        self.inner.shared.wait_past(offset, Some(Instant::now() + timeout))
+        self.inner
+            .shared
+            .wait_past(offset, Some(Instant::now() + timeout))
     }
 
     /// The segment files, oldest first, with their first offsets.
@@ -494,7 +503,8 @@ pub struct SegmentInfo {
 }
 
 fn create_first_segment(storage: &dyn Storage, dir: &Path, size: u64) -> Result<SegmentMeta> {
-    let spare = segment::prepare_spare(storage, dir, size).map_err(|e| Error::io("create segment in", dir, e))?;
+    let spare = segment::prepare_spare(storage, dir, size)
+        .map_err(|e| Error::io("create segment in", dir, e))?;
     let path = dir.join(names::segment_file_name(0));
     let meta = SegmentMeta {
         base: 0,
@@ -512,7 +522,9 @@ fn create_first_segment(storage: &dyn Storage, dir: &Path, size: u64) -> Result<
         let _ = storage.remove_file(&spare.path);
         return Err(Error::io("create first segment", &path, e));
     }
-    storage.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("sync directory", dir, e))?;
     Ok(meta)
 }
 
@@ -559,7 +571,12 @@ impl Iter {
             } else {
                 let open = self.shared.open(&seg)?;
                 let pos = open.locate(&seg.meta, offset, limit)?;
-                self.cur = Some(Cursor { seg, open, pos, limit });
+                self.cur = Some(Cursor {
+                    seg,
+                    open,
+                    pos,
+                    limit,
+                });
             }
         }
         let Some(c) = &mut self.cur else {

@@ -21,7 +21,10 @@ pub const SEGMENT_NAME_DIGITS: usize = 20;
 
 /// The file name of the segment whose first offset is `base`.
 pub fn segment_file_name(base: u64) -> String {
-    format!("{base:0width$}{SEGMENT_SUFFIX}", width = SEGMENT_NAME_DIGITS)
+    format!(
+        "{base:0width$}{SEGMENT_SUFFIX}",
+        width = SEGMENT_NAME_DIGITS
+    )
 }
 
 /// Parses a segment file name back into its base offset.
@@ -70,7 +73,10 @@ mod tests {
         let b = segment_file_name(10);
         assert!(a < b);
         assert_eq!(parse_segment_file_name(&a), Some(9));
-        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(u64::MAX)),
+            Some(u64::MAX)
+        );
         assert_eq!(parse_segment_file_name("9.seg"), None);
         assert_eq!(parse_segment_file_name("0000000000000000000x.seg"), None);
         assert_eq!(parse_segment_file_name("99999999999999999999.seg"), None);
@@ -78,10 +84,26 @@ mod tests {
 
     #[test]
     fn client_names_are_plain_names_only() {
-        for ok in ["a", "billing", "billing-v2", "a.b_c", &"x".repeat(MAX_CLIENT_NAME_LEN)] {
+        for ok in [
+            "a",
+            "billing",
+            "billing-v2",
+            "a.b_c",
+            &"x".repeat(MAX_CLIENT_NAME_LEN),
+        ] {
             assert!(validate_client_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "../x", "a/b", "a\0b", ".hidden", "..", "é", "a b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "a\0b",
+            ".hidden",
+            "..",
+            "é",
+            "a b",
+            &"x".repeat(65),
+        ] {
             assert!(validate_client_name(bad).is_err(), "{bad:?}");
         }
     }

@@ -229,7 +229,13 @@ pub fn encode_into(
 
 /// Rewrites the flags (and so the checksum) of the record encoded at `pos`
 /// in `buf`, given its payload's CRC state.
-pub fn set_flags(buf: &mut [u8], pos: usize, salt: u64, flags: u32, payload_crc: &crc32fast::Hasher) {
+pub fn set_flags(
+    buf: &mut [u8],
+    pos: usize,
+    salt: u64,
+    flags: u32,
+    payload_crc: &crc32fast::Hasher,
+) {
     buf[pos + 16..pos + 20].copy_from_slice(&flags.to_le_bytes());
     let crc = record_crc(salt, &buf[pos..pos + 20], payload_crc);
     buf[pos + 20..pos + 24].copy_from_slice(&crc.to_le_bytes());
@@ -278,7 +284,9 @@ impl SegmentHeader {
     /// Decodes and checks a segment header from the first bytes of a file.
     pub fn decode(buf: &[u8]) -> Result<SegmentHeader, BadSegmentHeader> {
         if buf.len() < SEGMENT_HEADER_LEN {
-            return Err(BadSegmentHeader::NotDurq("file is shorter than a segment header"));
+            return Err(BadSegmentHeader::NotDurq(
+                "file is shorter than a segment header",
+            ));
         }
         if buf[0..8] != SEGMENT_MAGIC {
             return Err(BadSegmentHeader::NotDurq("bad segment magic"));
@@ -292,14 +300,20 @@ impl SegmentHeader {
             return Err(BadSegmentHeader::Version(version));
         }
         if !crc_ok {
-            return Err(BadSegmentHeader::Corrupt("segment header checksum mismatch"));
+            return Err(BadSegmentHeader::Corrupt(
+                "segment header checksum mismatch",
+            ));
         }
         let header_len = u32::from_le_bytes(word4(buf, 12));
         if header_len as usize != SEGMENT_HEADER_LEN {
-            return Err(BadSegmentHeader::Corrupt("unexpected segment header length"));
+            return Err(BadSegmentHeader::Corrupt(
+                "unexpected segment header length",
+            ));
         }
         if buf[48..60].iter().any(|&b| b != 0) {
-            return Err(BadSegmentHeader::Corrupt("reserved header bytes are not zero"));
+            return Err(BadSegmentHeader::Corrupt(
+                "reserved header bytes are not zero",
+            ));
         }
         let h = SegmentHeader {
             base_offset: u64::from_le_bytes(word8(buf, 16)),
@@ -308,7 +322,9 @@ impl SegmentHeader {
             segment_size: u64::from_le_bytes(word8(buf, 40)),
         };
         if h.segment_size < SEGMENT_HEADER_LEN as u64 {
-            return Err(BadSegmentHeader::Corrupt("segment size smaller than its header"));
+            return Err(BadSegmentHeader::Corrupt(
+                "segment size smaller than its header",
+            ));
         }
         Ok(h)
     }
@@ -332,7 +348,14 @@ mod tests {
 
     fn enc(salt: u64, offset: u64, flags: u32, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
-        encode_into(&mut v, salt, offset, flags, payload, &payload_hasher(payload));
+        encode_into(
+            &mut v,
+            salt,
+            offset,
+            flags,
+            payload,
+            &payload_hasher(payload),
+        );
         v
     }
 
@@ -373,7 +396,10 @@ mod tests {
         for bit in 0..used * 8 {
             let mut b = buf.clone();
             b[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode(&b, 0, 99).is_err(), "flip of bit {bit} went unnoticed");
+            assert!(
+                decode(&b, 0, 99).is_err(),
+                "flip of bit {bit} went unnoticed"
+            );
         }
     }
 
@@ -405,11 +431,23 @@ mod tests {
         assert_eq!(SegmentHeader::decode(&b), Ok(h));
         let mut bad = b;
         bad[20] ^= 1;
-        assert!(matches!(SegmentHeader::decode(&bad), Err(BadSegmentHeader::Corrupt(_))));
+        assert!(matches!(
+            SegmentHeader::decode(&bad),
+            Err(BadSegmentHeader::Corrupt(_))
+        ));
         let mut future = b;
         future[8..12].copy_from_slice(&2u32.to_le_bytes());
-        assert_eq!(SegmentHeader::decode(&future), Err(BadSegmentHeader::Version(2)));
-        assert!(matches!(SegmentHeader::decode(&[0u8; 64]), Err(BadSegmentHeader::NotDurq(_))));
-        assert!(matches!(SegmentHeader::decode(b"short"), Err(BadSegmentHeader::NotDurq(_))));
+        assert_eq!(
+            SegmentHeader::decode(&future),
+            Err(BadSegmentHeader::Version(2))
+        );
+        assert!(matches!(
+            SegmentHeader::decode(&[0u8; 64]),
+            Err(BadSegmentHeader::NotDurq(_))
+        ));
+        assert!(matches!(
+            SegmentHeader::decode(b"short"),
+            Err(BadSegmentHeader::NotDurq(_))
+        ));
     }
 }

@@ -31,7 +31,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::names;
-use crate::record::{self, BadSegmentHeader, Invalid, RECORD_ALIGN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::record::{
+    self, BadSegmentHeader, Invalid, RECORD_ALIGN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    SegmentHeader,
+};
 use crate::segment::SegmentMeta;
 use crate::storage::{OpenMode, Storage};
 
@@ -207,7 +210,13 @@ fn has_unwritten_sector_part(bytes: &[u8], start: usize, end: usize) -> bool {
     false
 }
 
-fn classify_bad(bytes: &[u8], p: usize, expected: u64, salt: u64, why: Invalid) -> Option<ScanProblem> {
+fn classify_bad(
+    bytes: &[u8],
+    p: usize,
+    expected: u64,
+    salt: u64,
+    why: Invalid,
+) -> Option<ScanProblem> {
     let size = bytes.len();
     let Some(last) = last_nonzero(&bytes[p..]) else {
         // Rule 1: nothing but zeros from here: the clean end of the log.
@@ -281,18 +290,24 @@ pub(crate) fn read_whole(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> 
         .map_err(|e| Error::io("open", path, e))?;
     let len = file.len().map_err(|e| Error::io("stat", path, e))?;
     let mut buf = vec![0u8; len as usize];
-    file.read_at(&mut buf, 0).map_err(|e| Error::io("read", path, e))?;
+    file.read_at(&mut buf, 0)
+        .map_err(|e| Error::io("read", path, e))?;
     Ok(buf)
 }
 
 /// Reads and checks the header of segment file `path` named for `base`.
-pub(crate) fn read_segment_meta(storage: &dyn Storage, path: &Path, base: u64) -> Result<SegmentMeta> {
+pub(crate) fn read_segment_meta(
+    storage: &dyn Storage,
+    path: &Path,
+    base: u64,
+) -> Result<SegmentMeta> {
     let file = storage
         .open_file(path, OpenMode::Read)
         .map_err(|e| Error::io("open segment", path, e))?;
     let len = file.len().map_err(|e| Error::io("stat segment", path, e))?;
     let mut buf = vec![0u8; SEGMENT_HEADER_LEN.min(len as usize)];
-    file.read_at(&mut buf, 0).map_err(|e| Error::io("read segment header", path, e))?;
+    file.read_at(&mut buf, 0)
+        .map_err(|e| Error::io("read segment header", path, e))?;
     let h = SegmentHeader::decode(&buf).map_err(|bad| match bad {
         BadSegmentHeader::NotDurq(why) => Error::NotDurq {
             path: path.to_owned(),
@@ -309,14 +324,20 @@ pub(crate) fn read_segment_meta(storage: &dyn Storage, path: &Path, base: u64) -
         return Err(Error::corrupt(
             path,
             16,
-            format!("header says base offset {} but the file name says {base}", h.base_offset),
+            format!(
+                "header says base offset {} but the file name says {base}",
+                h.base_offset
+            ),
         ));
     }
     if h.segment_size != len {
         return Err(Error::corrupt(
             path,
             len.min(h.segment_size),
-            format!("file is {len} bytes but its header says {} bytes", h.segment_size),
+            format!(
+                "file is {len} bytes but its header says {} bytes",
+                h.segment_size
+            ),
         ));
     }
     Ok(SegmentMeta {
@@ -343,7 +364,9 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
         dry_run: mode == Mode::DryRun,
         ..RecoveryReport::default()
     };
-    let names_in_dir = storage.list_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+    let names_in_dir = storage
+        .list_dir(dir)
+        .map_err(|e| Error::io("list", dir, e))?;
     let mut bases = Vec::new();
     let mut temps = Vec::new();
     for name in names_in_dir {
@@ -363,9 +386,13 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
     // refers to them.
     if mode == Mode::Repair && !temps.is_empty() {
         for t in &temps {
-            storage.remove_file(t).map_err(|e| Error::io("remove leftover", t, e))?;
+            storage
+                .remove_file(t)
+                .map_err(|e| Error::io("remove leftover", t, e))?;
         }
-        storage.sync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
     }
     report.removed_temp_files = temps;
 
@@ -432,8 +459,12 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
         let prev = &segments[segments.len() - 2];
         let pbytes = read_whole(storage, &prev.path)?;
         let pscan = scan_segment(&pbytes, prev.base, prev.salt);
-        if let Some(ScanProblem::Damage { position, reason } | ScanProblem::Torn { position, reason, .. }) =
-            pscan.problem
+        if let Some(
+            ScanProblem::Damage { position, reason }
+            | ScanProblem::Torn {
+                position, reason, ..
+            },
+        ) = pscan.problem
         {
             return Err(Error::corrupt(&prev.path, position, reason));
         }
@@ -462,8 +493,10 @@ fn zero_range(storage: &dyn Storage, path: &Path, from: u64, to: u64) -> Result<
         .open_file(path, OpenMode::ReadWrite)
         .map_err(|e| Error::io("open for repair", path, e))?;
     let zeros = vec![0u8; (to - from) as usize];
-    file.write_at(&zeros, from).map_err(|e| Error::io("zero torn tail of", path, e))?;
-    file.sync_data().map_err(|e| Error::io("sync repaired", path, e))?;
+    file.write_at(&zeros, from)
+        .map_err(|e| Error::io("zero torn tail of", path, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("sync repaired", path, e))?;
     Ok(())
 }
 
@@ -482,7 +515,11 @@ mod tests {
         let mut off = 0u64;
         for w in writes {
             for (i, p) in w.iter().enumerate() {
-                let flags = if i + 1 == w.len() { FLAG_END_OF_WRITE } else { 0 };
+                let flags = if i + 1 == w.len() {
+                    FLAG_END_OF_WRITE
+                } else {
+                    0
+                };
                 starts.push(buf.len());
                 encode_into(&mut buf, SALT, off, flags, p, &payload_hasher(p));
                 off += 1;
@@ -507,7 +544,13 @@ mod tests {
         b[end..end + 40].fill(0x5A);
         let s = scan_segment(&b, 0, SALT);
         assert_eq!(s.end_offset, 2);
-        assert!(matches!(s.problem, Some(ScanProblem::Torn { records_discarded: 0, .. })));
+        assert!(matches!(
+            s.problem,
+            Some(ScanProblem::Torn {
+                records_discarded: 0,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -515,7 +558,10 @@ mod tests {
         let (mut b, starts) = segment(4096, &[&[b"hello"], &[b"world"], &[b"again"]]);
         b[starts[1] + RECORD_HEADER_LEN] ^= 4;
         let s = scan_segment(&b, 0, SALT);
-        assert!(matches!(s.problem, Some(ScanProblem::Damage { .. })), "{s:?}");
+        assert!(
+            matches!(s.problem, Some(ScanProblem::Damage { .. })),
+            "{s:?}"
+        );
     }
 
     #[test]
@@ -523,7 +569,10 @@ mod tests {
         let (mut b, starts) = segment(4096, &[&[b"x"], &[b"y"], &[b"z"], &[b"w"]]);
         b[starts[1]] ^= 0xFF;
         let s = scan_segment(&b, 0, SALT);
-        assert!(matches!(s.problem, Some(ScanProblem::Damage { .. })), "{s:?}");
+        assert!(
+            matches!(s.problem, Some(ScanProblem::Damage { .. })),
+            "{s:?}"
+        );
     }
 
     #[test]
@@ -539,7 +588,9 @@ mod tests {
         let s = scan_segment(&b, 0, SALT);
         assert_eq!(s.end_offset, 1);
         match s.problem {
-            Some(ScanProblem::Torn { records_discarded, .. }) => assert!(records_discarded > 0),
+            Some(ScanProblem::Torn {
+                records_discarded, ..
+            }) => assert!(records_discarded > 0),
             other => panic!("expected torn, got {other:?}"),
         }
     }

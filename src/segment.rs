@@ -75,7 +75,11 @@ pub(crate) struct Spare {
 pub(crate) fn prepare_spare(storage: &dyn Storage, dir: &Path, size: u64) -> io::Result<Spare> {
     static SPARE_COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = SPARE_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let path = dir.join(format!("spare-{}-{n}{}", std::process::id(), names::TEMP_SUFFIX));
+    let path = dir.join(format!(
+        "spare-{}-{n}{}",
+        std::process::id(),
+        names::TEMP_SUFFIX
+    ));
     let file = storage.open_file(&path, OpenMode::CreateNew)?;
     let fill = || -> io::Result<()> {
         let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(size as usize)];
@@ -105,7 +109,11 @@ pub struct Record {
 
 #[derive(Clone)]
 enum RecordBytes {
-    Mapped { map: Mapping, start: usize, end: usize },
+    Mapped {
+        map: Mapping,
+        start: usize,
+        end: usize,
+    },
     Owned(Vec<u8>),
 }
 
@@ -128,6 +136,15 @@ impl Record {
         match self.bytes {
             RecordBytes::Owned(v) => v,
             RecordBytes::Mapped { .. } => self.as_bytes().to_vec(),
+        }
+    }
+}
+
+impl Default for Record {
+    /// An empty record.
+    fn default() -> Self {
+        Record {
+            bytes: RecordBytes::Owned(Vec::new()),
         }
     }
 }
@@ -159,7 +176,9 @@ impl PartialEq<&[u8]> for Record {
 
 impl fmt::Debug for Record {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Record").field("len", &self.as_bytes().len()).finish()
+        f.debug_struct("Record")
+            .field("len", &self.as_bytes().len())
+            .finish()
     }
 }
 
@@ -203,7 +222,11 @@ impl Segment {
 
     /// Returns the open handle, opening the file if needed. The boolean says
     /// whether this call opened it (so the caller can account for it).
-    pub(crate) fn open(&self, storage: &dyn Storage, map: bool) -> Result<(Arc<OpenSegment>, bool)> {
+    pub(crate) fn open(
+        &self,
+        storage: &dyn Storage,
+        map: bool,
+    ) -> Result<(Arc<OpenSegment>, bool)> {
         let mut h = lock(&self.handle);
         if let Some(open) = h.as_ref() {
             return Ok((open.clone(), false));
@@ -213,7 +236,8 @@ impl Segment {
             .open_file(path, OpenMode::Read)
             .map_err(|e| Error::io("open segment", path, e))?;
         let map = if map {
-            file.map().map_err(|e| Error::io("memory-map segment", path, e))?
+            file.map()
+                .map_err(|e| Error::io("memory-map segment", path, e))?
         } else {
             None
         };
@@ -222,7 +246,10 @@ impl Segment {
                 return Err(Error::corrupt(
                     path,
                     (**m).as_ref().len() as u64,
-                    format!("segment file is shorter than its header's size of {} bytes", self.meta.size),
+                    format!(
+                        "segment file is shorter than its header's size of {} bytes",
+                        self.meta.size
+                    ),
                 ));
             }
         }
@@ -246,9 +273,18 @@ impl fmt::Debug for OpenSegment {
 }
 
 impl OpenSegment {
-    fn read_bytes(&self, meta: &SegmentMeta, pos: u64, len: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
+    fn read_bytes(
+        &self,
+        meta: &SegmentMeta,
+        pos: u64,
+        len: usize,
+    ) -> Result<std::borrow::Cow<'_, [u8]>> {
         if pos + len as u64 > meta.size {
-            return Err(Error::corrupt(&meta.path, pos, "record runs past the end of the segment"));
+            return Err(Error::corrupt(
+                &meta.path,
+                pos,
+                "record runs past the end of the segment",
+            ));
         }
         match &self.map {
             Some(m) => Ok(std::borrow::Cow::Borrowed(
@@ -266,7 +302,12 @@ impl OpenSegment {
 
     /// Reads and checks the header of the record at `pos`, which must hold
     /// `offset`.
-    pub(crate) fn header_at(&self, meta: &SegmentMeta, pos: u64, offset: u64) -> Result<record::RecordHeader> {
+    pub(crate) fn header_at(
+        &self,
+        meta: &SegmentMeta,
+        pos: u64,
+        offset: u64,
+    ) -> Result<record::RecordHeader> {
         let room = meta.size.saturating_sub(pos) as usize;
         let bytes = self.read_bytes(meta, pos, RECORD_HEADER_LEN.min(room))?;
         let header = record::parse_header(&bytes, room).map_err(|why| {
@@ -280,7 +321,10 @@ impl OpenSegment {
             return Err(Error::corrupt(
                 &meta.path,
                 pos,
-                format!("expected record {offset} here, found record {}", header.offset),
+                format!(
+                    "expected record {offset} here, found record {}",
+                    header.offset
+                ),
             ));
         }
         Ok(header)
@@ -288,7 +332,12 @@ impl OpenSegment {
 
     /// Reads and fully checks the record at `pos`, which must hold `offset`.
     /// Returns the record and the position of the next one.
-    pub(crate) fn record_at(&self, meta: &SegmentMeta, pos: u64, offset: u64) -> Result<(Record, u64)> {
+    pub(crate) fn record_at(
+        &self,
+        meta: &SegmentMeta,
+        pos: u64,
+        offset: u64,
+    ) -> Result<(Record, u64)> {
         let header = self.header_at(meta, pos, offset)?;
         let start = pos + RECORD_HEADER_LEN as u64;
         let len = header.len as usize;
@@ -297,8 +346,13 @@ impl OpenSegment {
             Some(m) => {
                 let s = start as usize;
                 let payload = &(**m).as_ref()[s..s + len];
-                record::verify(&header, meta.salt, payload)
-                    .map_err(|why| Error::corrupt(&meta.path, pos, format!("record {offset}: {}", why.describe())))?;
+                record::verify(&header, meta.salt, payload).map_err(|why| {
+                    Error::corrupt(
+                        &meta.path,
+                        pos,
+                        format!("record {offset}: {}", why.describe()),
+                    )
+                })?;
                 Record {
                     bytes: RecordBytes::Mapped {
                         map: m.clone(),
@@ -309,8 +363,13 @@ impl OpenSegment {
             }
             None => {
                 let payload = self.read_bytes(meta, start, len)?.into_owned();
-                record::verify(&header, meta.salt, &payload)
-                    .map_err(|why| Error::corrupt(&meta.path, pos, format!("record {offset}: {}", why.describe())))?;
+                record::verify(&header, meta.salt, &payload).map_err(|why| {
+                    Error::corrupt(
+                        &meta.path,
+                        pos,
+                        format!("record {offset}: {}", why.describe()),
+                    )
+                })?;
                 Record {
                     bytes: RecordBytes::Owned(payload),
                 }
@@ -325,7 +384,9 @@ impl OpenSegment {
     pub(crate) fn locate(&self, meta: &SegmentMeta, offset: u64, limit: u64) -> Result<u64> {
         debug_assert!(offset >= meta.base && offset < limit);
         let mut idx = lock(&self.index);
-        let (f_off, f_pos) = idx.frontier.unwrap_or((meta.base, SEGMENT_HEADER_LEN as u64));
+        let (f_off, f_pos) = idx
+            .frontier
+            .unwrap_or((meta.base, SEGMENT_HEADER_LEN as u64));
         if idx.frontier.is_none() {
             idx.positions.push(f_pos);
             idx.frontier = Some((f_off, f_pos));
@@ -373,7 +434,12 @@ impl OpenCache {
     }
 
     /// Opens `seg` through the cache.
-    pub(crate) fn open(&self, storage: &dyn Storage, seg: &Arc<Segment>, map: bool) -> Result<Arc<OpenSegment>> {
+    pub(crate) fn open(
+        &self,
+        storage: &dyn Storage,
+        seg: &Arc<Segment>,
+        map: bool,
+    ) -> Result<Arc<OpenSegment>> {
         let (open, fresh) = seg.open(storage, map)?;
         if fresh {
             let mut order = lock(&self.order);

@@ -165,12 +165,15 @@ impl Writer {
             total += record::encoded_len(p.len());
         }
         // Checksum the payloads before taking the lock.
-        let hashers: Vec<crc32fast::Hasher> = payloads.iter().map(|p| record::payload_hasher(p)).collect();
+        let hashers: Vec<crc32fast::Hasher> =
+            payloads.iter().map(|p| record::payload_hasher(p)).collect();
 
         let mut st = lock(&self.state);
         loop {
             if let Some(reason) = &st.poisoned {
-                return Err(Error::Poisoned { reason: reason.clone() });
+                return Err(Error::Poisoned {
+                    reason: reason.clone(),
+                });
             }
             if st.staged_bytes == 0 || st.staged_bytes + total <= MAX_STAGED_BYTES {
                 break;
@@ -191,11 +194,16 @@ impl Writer {
                 return Ok(first..my_end);
             }
             if st.abort_epoch != my_epoch {
-                let reason = st.abort_reason.clone().unwrap_or_else(|| "append aborted".into());
+                let reason = st
+                    .abort_reason
+                    .clone()
+                    .unwrap_or_else(|| "append aborted".into());
                 return Err(Error::AppendFailed { reason });
             }
             if let Some(reason) = &st.poisoned {
-                return Err(Error::Poisoned { reason: reason.clone() });
+                return Err(Error::Poisoned {
+                    reason: reason.clone(),
+                });
             }
             if !st.leader_active {
                 st = self.lead(st);
@@ -235,7 +243,8 @@ impl Writer {
             });
         }
         let chunk = st.chunks.last_mut().expect("a chunk was just ensured");
-        chunk.last_rec = record::encode_into(&mut chunk.buf, assign.salt, offset, 0, payload, &hasher);
+        chunk.last_rec =
+            record::encode_into(&mut chunk.buf, assign.salt, offset, 0, payload, &hasher);
         chunk.last_hasher = hasher;
         chunk.end_offset = offset + 1;
         st.assign_pos += n;
@@ -277,7 +286,11 @@ impl Writer {
         st
     }
 
-    fn write_chunks(&self, leader: &mut LeaderState, chunks: Vec<Chunk>) -> std::result::Result<(), Failure> {
+    fn write_chunks(
+        &self,
+        leader: &mut LeaderState,
+        chunks: Vec<Chunk>,
+    ) -> std::result::Result<(), Failure> {
         for mut chunk in chunks {
             if chunk.seg.base != leader.active.base {
                 self.roll(leader, chunk.seg)?;
@@ -300,10 +313,9 @@ impl Writer {
                 .file
                 .write_at(&chunk.buf, chunk.pos)
                 .map_err(|e| Failure::Poison(format!("write to {} failed: {e}", path.display())))?;
-            leader
-                .file
-                .sync_data()
-                .map_err(|e| Failure::Poison(format!("fdatasync of {} failed: {e}", path.display())))?;
+            leader.file.sync_data().map_err(|e| {
+                Failure::Poison(format!("fdatasync of {} failed: {e}", path.display()))
+            })?;
             leader.tail_pos += chunk.buf.len() as u64;
             let mut st = lock(&self.state);
             st.durable_end = chunk.end_offset;
@@ -324,7 +336,10 @@ impl Writer {
         let storage = &*self.shared.storage;
         let dir = &self.shared.dir;
         let spare = self.take_spare(leader).map_err(|e| {
-            Failure::Abort(format!("could not create the next segment file in {}: {e}", dir.display()))
+            Failure::Abort(format!(
+                "could not create the next segment file in {}: {e}",
+                dir.display()
+            ))
         })?;
         let path = self.segment_path(seg.base);
         let meta = SegmentMeta {
@@ -348,9 +363,9 @@ impl Writer {
                 path.display()
             )));
         }
-        storage
-            .sync_dir(dir)
-            .map_err(|e| Failure::Poison(format!("fsync of directory {} failed: {e}", dir.display())))?;
+        storage.sync_dir(dir).map_err(|e| {
+            Failure::Poison(format!("fsync of directory {} failed: {e}", dir.display()))
+        })?;
         self.shared.add_segment(Arc::new(Segment::new(meta)));
         leader.file = spare.file;
         leader.active = seg;
@@ -385,7 +400,11 @@ impl Writer {
             Some(s) => Ok(s),
             // Made here if the background attempt failed (say the disk was
             // full then) or was never started.
-            None => segment::prepare_spare(&*self.shared.storage, &self.shared.dir, self.new_segment_size),
+            None => segment::prepare_spare(
+                &*self.shared.storage,
+                &self.shared.dir,
+                self.new_segment_size,
+            ),
         }
     }
 }

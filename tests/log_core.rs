@@ -34,7 +34,11 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 /// Byte position of record `k` (0-based within the segment) given the
 /// payload lengths of the records before it.
 fn position_of(lens: &[usize], k: usize) -> usize {
-    SEGMENT_HEADER_LEN + lens[..k].iter().map(|&l| record::encoded_len(l)).sum::<usize>()
+    SEGMENT_HEADER_LEN
+        + lens[..k]
+            .iter()
+            .map(|&l| record::encoded_len(l))
+            .sum::<usize>()
 }
 
 fn patch(path: &Path, pos: usize, bytes: &[u8]) {
@@ -54,7 +58,11 @@ fn round_trip_across_many_rollovers_and_reopen() {
             assert_eq!(log.append(payload(i)).unwrap(), i);
         }
         assert_eq!(log.end(), n);
-        assert!(log.segments().len() > 50, "expected many rollovers, got {}", log.segments().len());
+        assert!(
+            log.segments().len() > 50,
+            "expected many rollovers, got {}",
+            log.segments().len()
+        );
         for i in 0..n {
             assert_eq!(log.read(i).unwrap().unwrap().to_vec(), payload(i));
         }
@@ -62,7 +70,11 @@ fn round_trip_across_many_rollovers_and_reopen() {
     }
     let log = small(4096).open(&dir).unwrap();
     assert_eq!(log.end(), n);
-    assert!(log.recovery_report().is_clean(), "{:?}", log.recovery_report());
+    assert!(
+        log.recovery_report().is_clean(),
+        "{:?}",
+        log.recovery_report()
+    );
     let mut count = 0;
     for (k, item) in log.iter(0).enumerate() {
         let (off, rec) = item.unwrap();
@@ -106,7 +118,11 @@ fn eight_threads_ten_thousand_appends_each_get_unique_offsets() {
     }
     drop(log);
     let offsets: HashSet<u64> = all.iter().map(|(o, _)| *o).collect();
-    assert_eq!(offsets.len() as u64, threads * per, "an offset was assigned twice");
+    assert_eq!(
+        offsets.len() as u64,
+        threads * per,
+        "an offset was assigned twice"
+    );
     assert_eq!(*offsets.iter().max().unwrap(), threads * per - 1);
     let log = small(1 << 20).open(&dir).unwrap();
     assert_eq!(log.end(), threads * per);
@@ -153,7 +169,11 @@ fn torn_tail_record_cut_short_is_cut_on_open() {
     patch(&seg, cut, &vec![0u8; 400]);
     let log = small(1 << 16).open(tmp.path()).unwrap();
     assert_eq!(log.end(), 2);
-    let torn = log.recovery_report().torn_tail.clone().expect("torn tail reported");
+    let torn = log
+        .recovery_report()
+        .torn_tail
+        .clone()
+        .expect("torn tail reported");
     assert_eq!(torn.position, p as u64);
     assert_eq!(torn.offset, 2);
     assert!(torn.bytes_zeroed >= (RECORD_HEADER_LEN + 300) as u64);
@@ -204,7 +224,9 @@ fn torn_tail_random_bytes_after_last_record_are_cut() {
     let lens = [64, 64];
     let seg = log_with(tmp.path(), &lens);
     let p = position_of(&lens, 2);
-    let junk: Vec<u8> = (0..333u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1).collect();
+    let junk: Vec<u8> = (0..333u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1)
+        .collect();
     patch(&seg, p, &junk);
     let log = small(1 << 16).open(tmp.path()).unwrap();
     assert_eq!(log.end(), 2);
@@ -244,7 +266,13 @@ fn flipped_bit_in_sealed_segment_is_reported_with_file_and_position() {
     assert!(segs.len() > 3);
     // Second segment: sealed. Its first record's base offset is in its name.
     let victim = &segs[1];
-    let base: u64 = victim.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let base: u64 = victim
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let lens = [100usize; 5];
     let p = position_of(&lens, 3); // record base+3
     patch(victim, p + RECORD_HEADER_LEN + 10, &[0x00]);
@@ -260,10 +288,19 @@ fn flipped_bit_in_sealed_segment_is_reported_with_file_and_position() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains(victim.to_str().unwrap()) && msg.contains(&p.to_string()), "{msg}");
+    assert!(
+        msg.contains(victim.to_str().unwrap()) && msg.contains(&p.to_string()),
+        "{msg}"
+    );
     // Neighbours are intact and still readable: nothing later is dropped.
-    assert_eq!(log.read(base + 2).unwrap().unwrap()[0], (base + 2) as u8 | 1);
-    assert_eq!(log.read(base + 4).unwrap().unwrap()[0], (base + 4) as u8 | 1);
+    assert_eq!(
+        log.read(base + 2).unwrap().unwrap()[0],
+        (base + 2) as u8 | 1
+    );
+    assert_eq!(
+        log.read(base + 4).unwrap().unwrap()[0],
+        (base + 4) as u8 | 1
+    );
     assert_eq!(log.read(n - 1).unwrap().unwrap().len(), 100);
     // A scan stops with the error at that offset.
     let results: Vec<_> = log.iter(0).collect();
@@ -299,7 +336,10 @@ fn damaged_magic_followed_by_later_writes_is_not_a_torn_tail() {
     let p = position_of(&lens, 3);
     patch(&seg, p, &[0, 0, 0, 0]);
     let err = small(1 << 16).open(tmp.path()).unwrap_err();
-    assert!(matches!(err, Error::Corrupt { position, .. } if position == p as u64), "{err}");
+    assert!(
+        matches!(err, Error::Corrupt { position, .. } if position == p as u64),
+        "{err}"
+    );
 }
 
 #[test]
@@ -307,7 +347,10 @@ fn second_open_fails_with_lock_error_until_first_is_dropped() {
     let tmp = tempfile::tempdir().unwrap();
     let log = Log::open(tmp.path()).unwrap();
     let err = Log::open(tmp.path()).unwrap_err();
-    assert!(matches!(&err, Error::Locked { dir } if dir == tmp.path()), "{err}");
+    assert!(
+        matches!(&err, Error::Locked { dir } if dir == tmp.path()),
+        "{err}"
+    );
     assert!(err.to_string().contains(tmp.path().to_str().unwrap()));
     drop(log);
     let log = Log::open(tmp.path()).unwrap();
@@ -322,7 +365,9 @@ fn oversized_record_is_refused_and_nothing_is_written() {
     assert!(max < 8192 && max > 8000, "{max}");
     let err = log.append(vec![1u8; max + 1]).unwrap_err();
     assert!(matches!(err, Error::RecordTooLarge { len, .. } if len == max + 1));
-    let err = log.append_batch([vec![1u8; 10], vec![2u8; max + 1]]).unwrap_err();
+    let err = log
+        .append_batch([vec![1u8; 10], vec![2u8; max + 1]])
+        .unwrap_err();
     assert!(matches!(err, Error::RecordTooLarge { .. }));
     assert_eq!(log.end(), 0);
     // The largest record fits, alone in its segment.
@@ -349,7 +394,10 @@ fn unknown_files_are_left_alone_and_reported() {
     drop(Log::open(tmp.path()).unwrap());
     fs::write(tmp.path().join("notes.txt"), b"hi").unwrap();
     let log = Log::open(tmp.path()).unwrap();
-    assert_eq!(log.recovery_report().unknown_files, vec![tmp.path().join("notes.txt")]);
+    assert_eq!(
+        log.recovery_report().unknown_files,
+        vec![tmp.path().join("notes.txt")]
+    );
     drop(log);
     assert_eq!(fs::read(tmp.path().join("notes.txt")).unwrap(), b"hi");
 }
@@ -370,7 +418,10 @@ fn segment_named_file_that_is_not_durq_is_a_clear_error() {
     let fake = tmp.path().join("00000000000000000100.seg");
     fs::write(&fake, b"this is not a segment").unwrap();
     let err = Log::open(tmp.path()).unwrap_err();
-    assert!(matches!(&err, Error::NotDurq { path, .. } if path == &fake), "{err}");
+    assert!(
+        matches!(&err, Error::NotDurq { path, .. } if path == &fake),
+        "{err}"
+    );
 }
 
 #[test]
@@ -380,7 +431,10 @@ fn segment_of_future_format_version_is_refused() {
     let seg = segment_files(tmp.path())[0].clone();
     patch(&seg, 8, &2u32.to_le_bytes());
     let err = Log::open(tmp.path()).unwrap_err();
-    assert!(matches!(&err, Error::UnsupportedVersion { found: 2, supported: 1, path } if path == &seg), "{err}");
+    assert!(
+        matches!(&err, Error::UnsupportedVersion { found: 2, supported: 1, path } if path == &seg),
+        "{err}"
+    );
 }
 
 #[test]
@@ -395,7 +449,10 @@ fn missing_middle_segment_is_reported() {
     let segs = segment_files(tmp.path());
     fs::remove_file(&segs[2]).unwrap();
     let err = small(4096).open(tmp.path()).unwrap_err();
-    assert!(matches!(&err, Error::MissingSegment { after, .. } if after == &segs[1]), "{err}");
+    assert!(
+        matches!(&err, Error::MissingSegment { after, .. } if after == &segs[1]),
+        "{err}"
+    );
 }
 
 #[test]
@@ -405,7 +462,10 @@ fn leftover_temp_files_are_removed_and_reported() {
     let leftover = tmp.path().join("spare-1-1.tmp");
     fs::write(&leftover, vec![0u8; 100]).unwrap();
     let log = Log::open(tmp.path()).unwrap();
-    assert_eq!(log.recovery_report().removed_temp_files, vec![leftover.clone()]);
+    assert_eq!(
+        log.recovery_report().removed_temp_files,
+        vec![leftover.clone()]
+    );
     assert!(!leftover.exists());
 }
 
@@ -413,7 +473,10 @@ fn leftover_temp_files_are_removed_and_reported() {
 fn bad_segment_size_option_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     for bad in [0u64, 100, 4097, 2 << 30] {
-        let err = Options::new().segment_size(bad).open(tmp.path()).unwrap_err();
+        let err = Options::new()
+            .segment_size(bad)
+            .open(tmp.path())
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{bad}: {err}");
     }
 }
@@ -431,12 +494,18 @@ fn readers_see_records_only_once_durable() {
             while seen < 500 {
                 let end = log.end();
                 for o in seen..end {
-                    assert!(log.read(o).unwrap().is_some(), "offset {o} below end {end} unreadable");
+                    assert!(
+                        log.read(o).unwrap().is_some(),
+                        "offset {o} below end {end} unreadable"
+                    );
                 }
                 // Whatever a read returns must be below the end as seen after it.
                 let probe = end + 1;
                 if log.read(probe).unwrap().is_some() {
-                    assert!(probe < log.end(), "offset {probe} readable before it was durable");
+                    assert!(
+                        probe < log.end(),
+                        "offset {probe} readable before it was durable"
+                    );
                 }
                 seen = end;
             }
@@ -527,7 +596,10 @@ fn failed_fsync_poisons_the_log_until_reopened() {
     assert_eq!(log.append(b"safe").unwrap(), 0);
     storage.fail.store(true, Ordering::SeqCst);
     let err = log.append(b"doomed").unwrap_err();
-    assert!(matches!(&err, Error::Poisoned { reason } if reason.contains("fdatasync")), "{err}");
+    assert!(
+        matches!(&err, Error::Poisoned { reason } if reason.contains("fdatasync")),
+        "{err}"
+    );
     assert!(log.poisoned().is_some());
     // The sync works again, but the log does not retry and pretend.
     storage.fail.store(false, Ordering::SeqCst);

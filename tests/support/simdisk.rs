@@ -239,7 +239,10 @@ fn enospc() -> io::Error {
 fn not_found(path: &Path) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotFound,
-        format!("simulated disk: {}: no such file or directory", path.display()),
+        format!(
+            "simulated disk: {}: no such file or directory",
+            path.display()
+        ),
     )
 }
 
@@ -331,8 +334,9 @@ fn apply_torn(content: &mut Vec<u8>, pos: u64, data: &[u8], rng: &mut SplitMix64
         let sector_end = ((s / SECTOR + 1) * SECTOR).min(stop);
         let range = to_usize(s)..to_usize(sector_end);
         match rng.below(3) {
-            0 => content[range]
-                .copy_from_slice(&data[to_usize(s - pos)..to_usize(sector_end - pos)]),
+            0 => {
+                content[range].copy_from_slice(&data[to_usize(s - pos)..to_usize(sector_end - pos)])
+            }
             1 => {} // the old data stays
             _ => content[range].fill(0),
         }
@@ -557,7 +561,7 @@ impl SimDisk {
         let inner = Inner {
             seed,
             rng: SplitMix64(seed),
-            list_rng: SplitMix64(seed ^ 0x5EED_0F_115D_1257),
+            list_rng: SplitMix64(seed ^ 0xA076_1D64_78BD_642F),
             dirs,
             inodes: BTreeMap::new(),
             next_ino: 1,
@@ -672,7 +676,12 @@ impl SimDisk {
     /// `path` returns it with bit `bit` (0..8) flipped; the stored bytes are
     /// unchanged. Follows the inode (survives renames and crashes that keep
     /// it). Fails if `path` does not name a file.
-    pub fn flip_bit_on_read(&self, path: impl AsRef<Path>, byte_pos: u64, bit: u8) -> io::Result<()> {
+    pub fn flip_bit_on_read(
+        &self,
+        path: impl AsRef<Path>,
+        byte_pos: u64,
+        bit: u8,
+    ) -> io::Result<()> {
         assert!(bit < 8, "bit must be in 0..8");
         let path = path.as_ref();
         let mut g = self.lock();
@@ -690,7 +699,12 @@ impl SimDisk {
     /// wherever the file is that long: bit rot that every later read and
     /// crash sees. Fails if `path` does not name a file (volatile entries
     /// first, then durable ones) or the byte is beyond both lengths.
-    pub fn corrupt_durable(&self, path: impl AsRef<Path>, byte_pos: u64, xor_mask: u8) -> io::Result<()> {
+    pub fn corrupt_durable(
+        &self,
+        path: impl AsRef<Path>,
+        byte_pos: u64,
+        xor_mask: u8,
+    ) -> io::Result<()> {
         let path = path.as_ref();
         let mut g = self.lock();
         let ino = g
@@ -711,7 +725,10 @@ impl SimDisk {
         } else {
             Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("simulated disk: {}: byte {byte_pos} is past the end", path.display()),
+                format!(
+                    "simulated disk: {}: byte {byte_pos} is past the end",
+                    path.display()
+                ),
             ))
         }
     }
@@ -800,7 +817,10 @@ impl SimDisk {
 }
 
 /// Names of the subdirectories of `dir`.
-fn child_dirs<'a>(dirs: &'a BTreeMap<PathBuf, Dir>, dir: &'a Path) -> impl Iterator<Item = String> + 'a {
+fn child_dirs<'a>(
+    dirs: &'a BTreeMap<PathBuf, Dir>,
+    dir: &'a Path,
+) -> impl Iterator<Item = String> + 'a {
     dirs.keys()
         .filter(move |k| k.parent() == Some(dir))
         .filter_map(|k| k.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -1130,7 +1150,7 @@ impl StorageFile for SimFile {
     }
 
     fn map(&self) -> io::Result<Option<Mapping>> {
-        self.enter()?;
+        drop(self.enter()?);
         Ok(None)
     }
 }
