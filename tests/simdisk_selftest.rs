@@ -82,6 +82,7 @@ fn classify(got: &[u8], old: u8, new: u8) -> Outcome {
 fn unsynced_write_is_kept_dropped_or_torn_and_synced_write_survives() {
     let mut seen: BTreeMap<Outcome, u32> = BTreeMap::new();
     let mut append_lens: BTreeMap<usize, u32> = BTreeMap::new();
+    let mut zeroed_sectors = 0;
     for seed in 0..300 {
         let d = disk(seed);
         // f: 8 synced sectors of 0xAA, then an unsynced overwrite with 0xBB.
@@ -105,6 +106,7 @@ fn unsynced_write_is_kept_dropped_or_torn_and_synced_write_survives() {
         let fb = bytes(&d, "f").unwrap();
         assert_eq!(fb.len(), 4096);
         *seen.entry(classify(&fb, 0xAA, 0xBB)).or_default() += 1;
+        zeroed_sectors += fb.chunks(512).filter(|s| s[0] == 0).count();
 
         let gb = bytes(&d, "g").unwrap();
         assert_eq!(
@@ -134,8 +136,16 @@ fn unsynced_write_is_kept_dropped_or_torn_and_synced_write_survives() {
         );
     }
     assert!(
+        zeroed_sectors > 0,
+        "a torn write never left a zeroed sector"
+    );
+    assert!(
         append_lens.contains_key(&1000),
         "the append was never lost: {append_lens:?}"
+    );
+    assert!(
+        append_lens.contains_key(&1024),
+        "a torn append never stopped at a sector boundary: {append_lens:?}"
     );
     assert!(
         append_lens.contains_key(&1100),
@@ -182,6 +192,11 @@ fn set_len_is_kept_or_dropped_and_orders_writes() {
             got.len()
         );
         assert!(got.iter().take(50).all(|&b| b == 1));
+        if got.len() > 50 {
+            // The truncation was lost, so it cannot have happened before the
+            // write either: a write is never applied after a later set_len.
+            assert!(got[50..100].iter().all(|&b| b == 1), "seed {seed}");
+        }
         *lens.entry(got.len()).or_default() += 1;
     }
     assert!(
@@ -639,6 +654,27 @@ fn process_crash_keeps_the_page_cache_but_not_durability() {
     d.power_loss_with(LossMode::DropAll);
     assert_eq!(bytes(&d, "f").unwrap(), vec![1; 512]);
     assert_eq!(d.list(DIR), vec!["f"]);
+}
+
+#[test]
+fn process_crash_then_power_loss_with_pending_entry_changes() {
+    let mut kept = 0;
+    for seed in 0..50 {
+        let d = disk(seed);
+        open(&d, "x", OpenMode::CreateNew)
+            .write_at(b"data", 0)
+            .unwrap();
+        d.remove_file(Path::new(&p("x"))).unwrap();
+        d.process_crash();
+        assert_eq!(bytes(&d, "x"), None);
+        // The create may still reach the medium without the remove.
+        d.power_loss();
+        if let Some(b) = bytes(&d, "x") {
+            assert!(b.is_empty() || b.len() == 4, "{b:?}");
+            kept += 1;
+        }
+    }
+    assert!(kept > 0);
 }
 
 #[test]

@@ -34,11 +34,14 @@
 //!   dropped, or torn at 512-byte sector granularity (each absolute sector the
 //!   write covers gets the new data, keeps the old data, or is zeroed; a torn
 //!   write that extends the file may also leave the length at a sector boundary
-//!   short of its end), and are applied in a random order. A pending `set_len`
-//!   is kept or dropped at random and is an ordering barrier (a write made
-//!   before a truncation is never applied after it). A kept write extending the
-//!   file extends it. The result becomes both durable and volatile state;
-//!   unreachable inodes are freed. Handles die, locks are released, the disk
+//!   short of its end). A pending `set_len` is kept or dropped at random. Fates
+//!   are independent, so any subset survives (a later write without an earlier
+//!   one: any writeback order); survivors are replayed in issue order, so a
+//!   write made before a truncation is never applied after it, and two
+//!   overlapping writes never mix inside one sector in a way page-granular
+//!   writeback could not produce. A kept write extending the file extends it.
+//!   The result becomes both durable and volatile state; unreachable inodes
+//!   are freed. Handles die, locks are released, the disk
 //!   revives. [`SimDisk::power_loss_with`] offers [`LossMode::KeepAll`] (the
 //!   lucky case: everything pending reached the medium) and
 //!   [`LossMode::DropAll`] (the unlucky case: only what was synced survives;
@@ -144,6 +147,7 @@ impl SplitMix64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 
+    /// Fisher-Yates shuffle.
     fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
             let j = self.below(i as u64 + 1) as usize;
@@ -300,14 +304,6 @@ fn apply(content: &mut Vec<u8>, op: &Pending) {
     }
 }
 
-/// What a power loss does to one pending write.
-#[derive(Clone, Copy)]
-enum Fate {
-    Keep,
-    Drop,
-    Tear,
-}
-
 /// Applies a write torn at sector granularity.
 fn apply_torn(content: &mut Vec<u8>, pos: u64, data: &[u8], rng: &mut SplitMix64) {
     let end = pos + data.len() as u64;
@@ -344,37 +340,16 @@ fn apply_torn(content: &mut Vec<u8>, pos: u64, data: &[u8], rng: &mut SplitMix64
     }
 }
 
-/// Applies a batch of writes (no `set_len` among them) with random fates in a
-/// random order.
-fn apply_batch(content: &mut Vec<u8>, batch: &mut Vec<(u64, &[u8])>, rng: &mut SplitMix64) {
-    let mut fated: Vec<(u64, &[u8], Fate)> = batch
-        .drain(..)
-        .map(|(pos, data)| {
-            let fate = match rng.below(3) {
-                0 => Fate::Keep,
-                1 => Fate::Drop,
-                _ => Fate::Tear,
-            };
-            (pos, data, fate)
-        })
-        .collect();
-    rng.shuffle(&mut fated);
-    for (pos, data, fate) in fated {
-        match fate {
-            Fate::Keep => apply(
-                content,
-                &Pending::Write {
-                    pos,
-                    data: data.to_vec(),
-                },
-            ),
-            Fate::Drop => {}
-            Fate::Tear => apply_torn(content, pos, data, rng),
-        }
-    }
-}
-
 /// The bytes an inode holds after a power loss.
+///
+/// In [`LossMode::Random`], pending operations are replayed in issue order,
+/// each with its own fate: a write is kept whole, dropped or torn (a third
+/// each), a `set_len` kept or dropped (a half each). Because fates are
+/// independent, a later write can survive while an earlier one is lost, which
+/// covers any writeback order; replaying in issue order (rather than shuffling)
+/// avoids mixing two overlapping writes inside one sector in a way that
+/// page-granular writeback cannot produce, and keeps a write made before a
+/// truncation from being applied after it.
 fn after_power_loss(inode: &Inode, mode: LossMode, rng: &mut SplitMix64) -> Vec<u8> {
     let mut content = inode.durable.clone();
     match mode {
@@ -385,19 +360,20 @@ fn after_power_loss(inode: &Inode, mode: LossMode, rng: &mut SplitMix64) -> Vec<
             }
         }
         LossMode::Random => {
-            let mut batch = Vec::new();
             for op in &inode.pending {
                 match op {
-                    Pending::Write { pos, data } => batch.push((*pos, data.as_slice())),
+                    Pending::Write { pos, data } => match rng.below(3) {
+                        0 => apply(&mut content, op),
+                        1 => {} // dropped
+                        _ => apply_torn(&mut content, *pos, data, rng),
+                    },
                     Pending::SetLen(_) => {
-                        apply_batch(&mut content, &mut batch, rng);
                         if rng.below(2) == 0 {
                             apply(&mut content, op);
                         }
                     }
                 }
             }
-            apply_batch(&mut content, &mut batch, rng);
         }
     }
     content
@@ -532,10 +508,19 @@ impl Inner {
                 inode.pending.clear();
             }
         } else {
+            // Keep every inode a later power loss could still make reachable:
+            // named by a durable or volatile entry or by a pending change.
             let referenced: BTreeSet<u64> = self
                 .dirs
                 .values()
-                .flat_map(|d| d.durable.values().chain(d.volatile.values()).copied())
+                .flat_map(|d| {
+                    let pending = d.pending.iter().flatten().filter_map(|(_, ino)| *ino);
+                    d.durable
+                        .values()
+                        .chain(d.volatile.values())
+                        .copied()
+                        .chain(pending)
+                })
                 .collect();
             self.inodes.retain(|ino, _| referenced.contains(ino));
         }
@@ -1074,6 +1059,9 @@ impl SimFile {
 impl StorageFile for SimFile {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
         let g = self.enter()?;
+        if buf.is_empty() {
+            return Ok(()); // like `read_exact_at`, even past the end
+        }
         let content = &g.inodes[&self.ino].volatile;
         let end = pos.checked_add(buf.len() as u64);
         match end {
@@ -1102,13 +1090,13 @@ impl StorageFile for SimFile {
         if end > MAX_FILE_LEN {
             return Err(efbig());
         }
+        if buf.is_empty() {
+            return Ok(()); // a zero-length write changes nothing
+        }
         let full = g.disk_full;
         let inode = g.inodes.get_mut(&self.ino).expect("inode exists");
         if full && end > inode.volatile.len() as u64 {
             return Err(enospc());
-        }
-        if buf.is_empty() {
-            return Ok(());
         }
         let op = Pending::Write {
             pos,
