@@ -37,21 +37,28 @@
 
 #![deny(missing_docs)]
 
+pub mod codec;
+mod consumer;
+pub mod cursor;
 pub mod error;
 mod log;
 pub mod names;
 pub mod record;
 pub mod recovery;
+mod retention;
 mod segment;
 pub mod storage;
 mod writer;
 
+pub use codec::{Codec, Postcard};
+pub use consumer::{ClientInfo, Consumer, MAX_CLIENT_NAME_LEN, Message};
 pub use error::{Error, Result};
 pub use log::{
     DEFAULT_OPEN_SEGMENTS, DEFAULT_SEGMENT_SIZE, Iter, Log, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
     Options, SegmentInfo,
 };
-pub use recovery::{RecoveryReport, TornTail};
+pub use recovery::{CursorRepair, RecoveryReport, TornTail};
+pub use retention::Retention;
 pub use segment::Record;
 pub use writer::MAX_STAGED_BYTES;
 

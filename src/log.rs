@@ -8,10 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::codec::{Codec, Postcard};
+use crate::consumer::{self, ClientEntry, ClientInfo, Consumer};
 use crate::error::{Error, Result};
 use crate::names;
 use crate::record::SEGMENT_HEADER_LEN;
 use crate::recovery::{self, Mode, RecoveryReport};
+use crate::retention::Retention;
 use crate::segment::{self, OpenCache, OpenSegment, Record, Segment, SegmentMeta, lock};
 use crate::storage::{FsStorage, LockGuard, OpenMode, Storage};
 use crate::writer::Writer;
@@ -35,6 +38,7 @@ pub(crate) struct Shared {
     durable_end: AtomicU64,
     durable_lock: Mutex<u64>,
     durable_cv: Condvar,
+    segment_bytes: AtomicU64,
 }
 
 impl fmt::Debug for Shared {
@@ -63,11 +67,20 @@ impl Shared {
         self.durable_end.load(Ordering::Acquire)
     }
 
-    /// Waits until the durable end passes `offset` or `deadline` passes.
-    /// Returns whether it did. `None` waits without limit.
-    pub(crate) fn wait_past(&self, offset: u64, deadline: Option<Instant>) -> bool {
+    /// Waits until `ready(durable_end)` holds or `deadline` passes; returns
+    /// whether it held. `ready` is evaluated under the lock that publishing
+    /// and [`Shared::wake_all`] take, so no wake-up is lost between the check
+    /// and the wait. `None` waits without limit.
+    pub(crate) fn wait_until(
+        &self,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut(u64) -> bool,
+    ) -> bool {
         let mut d = lock(&self.durable_lock);
-        while *d <= offset {
+        loop {
+            if ready(*d) {
+                return true;
+            }
             match deadline {
                 None => d = self.durable_cv.wait(d).unwrap_or_else(|e| e.into_inner()),
                 Some(t) => {
@@ -83,20 +96,39 @@ impl Shared {
                 }
             }
         }
-        true
     }
 
-    /// Wakes every waiter (used when the log closes).
+    /// Wakes every waiter (a message was given back, a position moved).
     pub(crate) fn wake_all(&self) {
         let _d = lock(&self.durable_lock);
         self.durable_cv.notify_all();
     }
 
     pub(crate) fn add_segment(&self, seg: Arc<Segment>) {
+        self.segment_bytes
+            .fetch_add(seg.meta.size, Ordering::Relaxed);
         self.segments
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(seg.meta.base, seg);
+    }
+
+    /// Forgets the segment starting at `base` (retention deletes its file).
+    pub(crate) fn remove_segment(&self, base: u64) -> Option<Arc<Segment>> {
+        let removed = self
+            .segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&base)?;
+        self.segment_bytes
+            .fetch_sub(removed.meta.size, Ordering::Relaxed);
+        self.cache.forget(base);
+        Some(removed)
+    }
+
+    /// Total size of the segment files.
+    pub(crate) fn segment_bytes(&self) -> u64 {
+        self.segment_bytes.load(Ordering::Relaxed)
     }
 
     pub(crate) fn segment_list(&self) -> Vec<Arc<Segment>> {
@@ -166,6 +198,7 @@ pub struct Options {
     background_preallocation: bool,
     open_segments: usize,
     use_mmap: bool,
+    retention: Retention,
     storage: Arc<dyn Storage>,
 }
 
@@ -176,6 +209,7 @@ impl fmt::Debug for Options {
             .field("background_preallocation", &self.background_preallocation)
             .field("open_segments", &self.open_segments)
             .field("use_mmap", &self.use_mmap)
+            .field("retention", &self.retention)
             .field("storage", &self.storage)
             .finish()
     }
@@ -196,6 +230,7 @@ impl Options {
             background_preallocation: true,
             open_segments: DEFAULT_OPEN_SEGMENTS,
             use_mmap: true,
+            retention: Retention::keep_all(),
             storage: Arc::new(FsStorage),
         }
     }
@@ -232,6 +267,13 @@ impl Options {
         self
     }
 
+    /// Which old segments may be deleted (default: none, keep everything).
+    /// See [`Retention`].
+    pub fn retention(mut self, policy: Retention) -> Options {
+        self.retention = policy;
+        self
+    }
+
     /// Replaces the file system with another implementation of the storage
     /// seam. Only tests need this (a simulated power-loss disk).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Options {
@@ -246,7 +288,7 @@ impl Options {
 
     fn validate(&self) -> Result<()> {
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.segment_size)
-            || self.segment_size % 8 != 0
+            || !self.segment_size.is_multiple_of(8)
         {
             return Err(Error::InvalidArgument(format!(
                 "segment size {} is not a multiple of 8 between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE} bytes",
@@ -262,7 +304,94 @@ pub(crate) struct Inner {
     pub writer: Writer,
     pub report: RecoveryReport,
     pub options: Options,
+    clients: Mutex<BTreeMap<String, ClientEntry>>,
+    /// Serializes retention with client registration.
+    retention_lock: Mutex<()>,
     _lock: LockGuard,
+}
+
+impl Inner {
+    /// Called after an acknowledgement became durable.
+    pub(crate) fn after_ack(&self) {
+        if !self.options.retention.deletes_acked() {
+            return;
+        }
+        let second = {
+            let segs = self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            segs.keys().nth(1).copied()
+        };
+        let Some(second) = second else { return };
+        let min_acked = self.min_durable_acked();
+        if min_acked.is_some_and(|m| m >= second) {
+            // Retention is best-effort on this path: the ack itself is durable
+            // and has returned its result; a failed deletion is retried at
+            // the next ack or by `Log::apply_retention`.
+            let _ = self.apply_retention();
+        }
+    }
+
+    /// The smallest durable position over all clients; `None` if there are
+    /// none or one is unreadable (then nothing counts as acknowledged).
+    fn min_durable_acked(&self) -> Option<u64> {
+        let clients = lock(&self.clients);
+        let mut min: Option<u64> = None;
+        for entry in clients.values() {
+            match entry {
+                ClientEntry::Ready(c) => {
+                    let a = c.durable_acked();
+                    min = Some(min.map_or(a, |m| m.min(a)));
+                }
+                ClientEntry::Broken { .. } => return None,
+            }
+        }
+        min
+    }
+
+    fn apply_retention(&self) -> Result<Vec<PathBuf>> {
+        let policy = self.options.retention;
+        let mut deleted = Vec::new();
+        if policy.is_keep_all() {
+            return Ok(deleted);
+        }
+        let _guard = lock(&self.retention_lock);
+        loop {
+            let (oldest, second) = {
+                let segs = self
+                    .shared
+                    .segments
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner());
+                let mut it = segs.values();
+                match (it.next(), it.next()) {
+                    (Some(a), Some(b)) => (a.clone(), b.meta.base),
+                    _ => break,
+                }
+            };
+            let by_ack =
+                policy.deletes_acked() && self.min_durable_acked().is_some_and(|m| m >= second);
+            let by_size = policy
+                .size_bound()
+                .is_some_and(|max| self.shared.segment_bytes() > max);
+            if !(by_ack || by_size) {
+                break;
+            }
+            self.shared.remove_segment(oldest.meta.base);
+            let path = &oldest.meta.path;
+            let storage = &*self.shared.storage;
+            storage
+                .remove_file(path)
+                .map_err(|e| Error::io("delete segment", path, e))?;
+            storage
+                .sync_dir(&self.shared.dir)
+                .map_err(|e| Error::io("sync directory", &self.shared.dir, e))?;
+            deleted.push(path.clone());
+        }
+        Ok(deleted)
+    }
 }
 
 /// A durable, segmented, append-only log.
@@ -347,6 +476,14 @@ impl Log {
             recovered.segments.push(meta);
         }
         let end = recovered.report.end_offset;
+        let first = recovered.report.first_offset;
+        let loaded = consumer::load_clients(&*storage, dir, first, end, true)?;
+        recovered.report.cursors = loaded.repairs;
+        recovered
+            .report
+            .removed_temp_files
+            .extend(loaded.removed_temp_files);
+        recovered.report.unknown_files.extend(loaded.unknown_files);
         let active = recovered.segments.last().cloned().ok_or_else(|| {
             Error::InvalidArgument("internal error: no active segment after recovery".into())
         })?;
@@ -363,7 +500,13 @@ impl Log {
             durable_end: AtomicU64::new(end),
             durable_lock: Mutex::new(end),
             durable_cv: Condvar::new(),
+            segment_bytes: AtomicU64::new(0),
         });
+        for seg in shared.segment_list() {
+            shared
+                .segment_bytes
+                .fetch_add(seg.meta.size, Ordering::Relaxed);
+        }
         let file = storage
             .open_file(&active.path, OpenMode::ReadWrite)
             .map_err(|e| Error::io("open segment for writing", &active.path, e))?;
@@ -382,6 +525,8 @@ impl Log {
                 writer,
                 report: recovered.report,
                 options: options.clone(),
+                clients: Mutex::new(loaded.clients),
+                retention_lock: Mutex::new(()),
                 _lock: lock_guard,
             }),
         })
@@ -395,7 +540,9 @@ impl Log {
     /// [`Log::max_record_size`] is refused with [`Error::RecordTooLarge`]
     /// and nothing is written.
     pub fn append(&self, payload: impl AsRef<[u8]>) -> Result<u64> {
-        Ok(self.inner.writer.append(&[payload.as_ref()])?.start)
+        let offset = self.inner.writer.append(&[payload.as_ref()])?.start;
+        self.after_append();
+        Ok(offset)
     }
 
     /// Appends several records with one write and one `fdatasync` (more if
@@ -411,7 +558,9 @@ impl Log {
     {
         let owned: Vec<I::Item> = payloads.into_iter().collect();
         let slices: Vec<&[u8]> = owned.iter().map(|p| p.as_ref()).collect();
-        self.inner.writer.append(&slices)
+        let range = self.inner.writer.append(&slices)?;
+        self.after_append();
+        Ok(range)
     }
 
     /// Reads the record at `offset`: `None` if the offset is not (yet)
@@ -468,7 +617,128 @@ impl Log {
     pub fn wait_for(&self, offset: u64, timeout: Duration) -> bool {
         self.inner
             .shared
-            .wait_past(offset, Some(Instant::now() + timeout))
+            .wait_until(Some(Instant::now() + timeout), |end| end > offset)
+    }
+
+    /// Encodes `value` with postcard and appends it (see [`Log::append`]).
+    pub fn append_value<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<u64> {
+        self.append_value_with(&Postcard, value)
+    }
+
+    /// Encodes `value` with `codec` and appends it.
+    pub fn append_value_with<C: Codec, T: serde::Serialize + ?Sized>(
+        &self,
+        codec: &C,
+        value: &T,
+    ) -> Result<u64> {
+        let bytes = codec.encode(value).map_err(Error::Encode)?;
+        self.append(bytes)
+    }
+
+    /// A handle on the client `name`, registering it (durably, at the oldest
+    /// retained offset) if it is new. Names are 1 to 64 ASCII letters,
+    /// digits, `.`, `_` and `-`, not starting with `.`; anything else is
+    /// refused with [`Error::InvalidClientName`].
+    pub fn consumer(&self, name: &str) -> Result<Consumer> {
+        names::validate_client_name(name)?;
+        let inner = &self.inner;
+        let _guard = lock(&inner.retention_lock);
+        let mut clients = lock(&inner.clients);
+        match clients.get(name) {
+            Some(ClientEntry::Ready(c)) => return Ok(Consumer::new(self.clone(), c.clone())),
+            Some(ClientEntry::Broken { path, error }) => {
+                return Err(Error::corrupt(
+                    path,
+                    0,
+                    format!("client {name:?} is unusable: {error}"),
+                ));
+            }
+            None => {}
+        }
+        let client = Arc::new(consumer::create_client(
+            &*inner.shared.storage,
+            &inner.shared.dir,
+            name,
+            self.first_offset(),
+        )?);
+        clients.insert(name.to_owned(), ClientEntry::Ready(client.clone()));
+        Ok(Consumer::new(self.clone(), client))
+    }
+
+    /// Every registered client with its durable acknowledged position and
+    /// lag, sorted by name. Clients whose cursor is unreadable are listed
+    /// by [`Log::recovery_report`] instead.
+    pub fn consumers(&self) -> Result<Vec<ClientInfo>> {
+        let end = self.end();
+        let clients = lock(&self.inner.clients);
+        Ok(clients
+            .iter()
+            .filter_map(|(name, entry)| match entry {
+                ClientEntry::Ready(c) => {
+                    let acked = c.durable_acked();
+                    Some(ClientInfo {
+                        name: name.clone(),
+                        acked,
+                        lag: end.saturating_sub(acked),
+                        in_flight: c.position().1,
+                    })
+                }
+                ClientEntry::Broken { .. } => None,
+            })
+            .collect())
+    }
+
+    /// Removes the client `name` and its files (also one whose cursor is
+    /// unreadable). Existing handles for it fail from then on. Returns
+    /// whether it existed.
+    pub fn remove_consumer(&self, name: &str) -> Result<bool> {
+        names::validate_client_name(name)?;
+        let inner = &self.inner;
+        let _guard = lock(&inner.retention_lock);
+        let mut clients = lock(&inner.clients);
+        let Some(entry) = clients.get(name).cloned() else {
+            return Ok(false);
+        };
+        let storage = &*inner.shared.storage;
+        match &entry {
+            ClientEntry::Ready(c) => {
+                consumer::remove_client_files(storage, c)?;
+                c.mark_removed();
+            }
+            ClientEntry::Broken { .. } => {
+                let dir = inner.shared.dir.join(names::CLIENTS_DIR);
+                let files = crate::cursor::ClientFiles::new(&dir, name);
+                for path in [files.slot(0), files.slot(1), files.journal()] {
+                    match storage.remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io("remove", &path, e)),
+                    }
+                }
+                storage
+                    .sync_dir(&dir)
+                    .map_err(|e| Error::io("sync directory", &dir, e))?;
+            }
+        }
+        clients.remove(name);
+        drop(clients);
+        inner.shared.wake_all();
+        Ok(true)
+    }
+
+    /// Applies the retention policy now; returns the segment files deleted.
+    /// (It also runs by itself after acknowledgements and appends.)
+    pub fn apply_retention(&self) -> Result<Vec<PathBuf>> {
+        self.inner.apply_retention()
+    }
+
+    fn after_append(&self) {
+        if let Some(max) = self.inner.options.retention.size_bound() {
+            if self.inner.shared.segment_bytes() > max {
+                // Best-effort here, as after acks: the append has succeeded.
+                let _ = self.inner.apply_retention();
+            }
+        }
     }
 
     /// The segment files, oldest first, with their first offsets.

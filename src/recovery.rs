@@ -225,18 +225,18 @@ fn classify_bad(
     let zero_until = (p + last + 1).next_multiple_of(RECORD_ALIGN).min(size);
     // Rule 2: a plausible record whose checksum fails with no unwritten
     // (all-zero) sector in it was written whole and then damaged.
-    if why == Invalid::Checksum {
-        if let Ok(h) = record::parse_header(&bytes[p..], size - p) {
-            let end = p + RECORD_HEADER_LEN + h.len as usize;
-            if h.offset == expected && !has_unwritten_sector_part(bytes, p, end) {
-                return Some(ScanProblem::Damage {
-                    position: p as u64,
-                    reason: format!(
-                        "record {expected} fails its checksum although every sector of it was written \
+    if why == Invalid::Checksum
+        && let Ok(h) = record::parse_header(&bytes[p..], size - p)
+    {
+        let end = p + RECORD_HEADER_LEN + h.len as usize;
+        if h.offset == expected && !has_unwritten_sector_part(bytes, p, end) {
+            return Some(ScanProblem::Damage {
+                position: p as u64,
+                reason: format!(
+                    "record {expected} fails its checksum although every sector of it was written \
                          (not a torn write)"
-                    ),
-                });
-            }
+                ),
+            });
         }
     }
     // Rule 4: valid records beyond the tear from more than one write.
@@ -244,34 +244,34 @@ fn classify_bad(
     let mut end_of_write_seen: Option<usize> = None;
     let mut q = p + RECORD_ALIGN;
     while q + RECORD_HEADER_LEN <= zero_until {
-        if bytes[q..q + 4] == record::RECORD_MAGIC.to_le_bytes() {
-            if let Ok(d) = record::decode(bytes, q, salt) {
-                if let Some(at) = end_of_write_seen {
-                    return Some(ScanProblem::Damage {
-                        position: p as u64,
-                        reason: format!(
-                            "{} at record {expected}, but valid records from more than one write follow \
+        if bytes[q..q + 4] == record::RECORD_MAGIC.to_le_bytes()
+            && let Ok(d) = record::decode(bytes, q, salt)
+        {
+            if let Some(at) = end_of_write_seen {
+                return Some(ScanProblem::Damage {
+                    position: p as u64,
+                    reason: format!(
+                        "{} at record {expected}, but valid records from more than one write follow \
                              (at bytes {at} and {q}): not a torn tail",
-                            why.describe()
-                        ),
-                    });
-                }
-                if d.header.offset < expected {
-                    return Some(ScanProblem::Damage {
-                        position: q as u64,
-                        reason: format!(
-                            "valid record {} found after record {expected}'s position",
-                            d.header.offset
-                        ),
-                    });
-                }
-                discarded += 1;
-                if d.header.is_end_of_write() {
-                    end_of_write_seen = Some(q);
-                }
-                q += d.header.encoded_len();
-                continue;
+                        why.describe()
+                    ),
+                });
             }
+            if d.header.offset < expected {
+                return Some(ScanProblem::Damage {
+                    position: q as u64,
+                    reason: format!(
+                        "valid record {} found after record {expected}'s position",
+                        d.header.offset
+                    ),
+                });
+            }
+            discarded += 1;
+            if d.header.is_end_of_write() {
+                end_of_write_seen = Some(q);
+            }
+            q += d.header.encoded_len();
+            continue;
         }
         q += RECORD_ALIGN;
     }

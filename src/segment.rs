@@ -241,17 +241,17 @@ impl Segment {
         } else {
             None
         };
-        if let Some(m) = &map {
-            if ((**m).as_ref().len() as u64) < self.meta.size {
-                return Err(Error::corrupt(
-                    path,
-                    (**m).as_ref().len() as u64,
-                    format!(
-                        "segment file is shorter than its header's size of {} bytes",
-                        self.meta.size
-                    ),
-                ));
-            }
+        if let Some(m) = &map
+            && ((**m).as_ref().len() as u64) < self.meta.size
+        {
+            return Err(Error::corrupt(
+                path,
+                (**m).as_ref().len() as u64,
+                format!(
+                    "segment file is shorter than its header's size of {} bytes",
+                    self.meta.size
+                ),
+            ));
         }
         let open = Arc::new(OpenSegment {
             file,
@@ -408,7 +408,7 @@ impl OpenSegment {
             debug_assert!(off < limit);
             pos += self.header_at(meta, pos, off)?.encoded_len() as u64;
             off += 1;
-            if (off - meta.base) % INDEX_STRIDE == 0 {
+            if (off - meta.base).is_multiple_of(INDEX_STRIDE) {
                 idx.positions.push(pos);
             }
             idx.frontier = Some((off, pos));
