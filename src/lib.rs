@@ -41,6 +41,7 @@ pub mod codec;
 mod consumer;
 pub mod cursor;
 pub mod error;
+pub mod inspect;
 mod log;
 pub mod names;
 pub mod record;

@@ -39,6 +39,9 @@ pub(crate) struct Shared {
     durable_lock: Mutex<u64>,
     durable_cv: Condvar,
     segment_bytes: AtomicU64,
+    /// `durq.end`, rewritten (never synced) after each publish so that
+    /// processes reading the directory without the lock know the durable end.
+    end_hint: Option<Box<dyn crate::storage::StorageFile>>,
 }
 
 impl fmt::Debug for Shared {
@@ -57,6 +60,10 @@ impl Shared {
         if end > *d {
             *d = end;
             self.durable_end.store(end, Ordering::Release);
+            if let Some(f) = &self.end_hint {
+                // A hint only: a failed write leaves it lower, never higher.
+                let _ = f.write_at(&names::encode_end_hint(end), 0);
+            }
         }
         drop(d);
         self.durable_cv.notify_all();
@@ -501,6 +508,7 @@ impl Log {
             durable_lock: Mutex::new(end),
             durable_cv: Condvar::new(),
             segment_bytes: AtomicU64::new(0),
+            end_hint: open_end_hint(&*storage, dir, end),
         });
         for seg in shared.segment_list() {
             shared
@@ -770,6 +778,19 @@ pub struct SegmentInfo {
     pub end_offset: u64,
     /// Its size on disk in bytes (preallocated).
     pub size_bytes: u64,
+}
+
+/// Opens `durq.end` and writes the recovered end into it before any append.
+fn open_end_hint(
+    storage: &dyn Storage,
+    dir: &Path,
+    end: u64,
+) -> Option<Box<dyn crate::storage::StorageFile>> {
+    let f = storage
+        .open_file(&dir.join(names::END_HINT_FILE), OpenMode::CreateOrOpen)
+        .ok()?;
+    f.write_at(&names::encode_end_hint(end), 0).ok()?;
+    Some(f)
 }
 
 fn create_first_segment(storage: &dyn Storage, dir: &Path, size: u64) -> Result<SegmentMeta> {

@@ -14,6 +14,33 @@ pub const SEGMENT_SUFFIX: &str = ".seg";
 pub const TEMP_SUFFIX: &str = ".tmp";
 /// The writer's lock file.
 pub const LOCK_FILE: &str = "durq.lock";
+/// The durable-end hint: 16 bytes (`u64` end, `u32` CRC-32 of those 8
+/// bytes, 4 zero bytes) rewritten by the writer after every group commit and
+/// never synced. Processes that read a log another process is writing
+/// (`durq stat`, `dump`, `verify`) show records only below it. It is only a
+/// hint: it is rewritten at open before any append, and a reader takes the
+/// smaller of it and what it finds on disk.
+pub const END_HINT_FILE: &str = "durq.end";
+
+/// Encodes the durable-end hint.
+pub fn encode_end_hint(end: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[0..8].copy_from_slice(&end.to_le_bytes());
+    let crc = crc32fast::hash(&b[0..8]);
+    b[8..12].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Decodes the durable-end hint; `None` if it is not valid.
+pub fn decode_end_hint(b: &[u8]) -> Option<u64> {
+    if b.len() < 16 {
+        return None;
+    }
+    let end = u64::from_le_bytes(b[0..8].try_into().ok()?);
+    let crc = u32::from_le_bytes(b[8..12].try_into().ok()?);
+    (crc32fast::hash(&b[0..8]) == crc).then_some(end)
+}
+
 /// The directory (inside the log directory) holding client cursor files.
 pub const CLIENTS_DIR: &str = "clients";
 /// Digits in a segment file name (enough for any `u64`, so `ls` sorts them).

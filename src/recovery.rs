@@ -374,7 +374,10 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
             bases.push(base);
         } else if name.ends_with(names::TEMP_SUFFIX) {
             temps.push(dir.join(name));
-        } else if name != names::LOCK_FILE && name != names::CLIENTS_DIR {
+        } else if name != names::LOCK_FILE
+            && name != names::CLIENTS_DIR
+            && name != names::END_HINT_FILE
+        {
             report.unknown_files.push(dir.join(name));
         }
     }
