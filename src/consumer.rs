@@ -310,41 +310,50 @@ impl Consumer {
     /// returns [`Error::Truncated`] until the position is moved with
     /// [`Consumer::seek`]: messages are never skipped silently.
     pub fn next(&self) -> Result<Option<Message>> {
-        let end = self.log.end();
-        let (offset, epoch) = {
-            let mut s = self.client.st();
-            if s.removed {
-                return Err(Error::NoSuchClient {
-                    name: self.client.name.clone(),
-                });
-            }
-            let offset = if let Some(o) = s.redeliver.pop_first() {
-                o
-            } else if s.next_new < end {
-                let o = s.next_new;
-                s.next_new += 1;
-                o
-            } else {
-                return Ok(None);
+        loop {
+            let end = self.log.end();
+            let (offset, epoch) = {
+                let mut s = self.client.st();
+                if s.removed {
+                    return Err(Error::NoSuchClient {
+                        name: self.client.name.clone(),
+                    });
+                }
+                let offset = if let Some(o) = s.redeliver.pop_first() {
+                    o
+                } else if s.next_new < end {
+                    let o = s.next_new;
+                    s.next_new += 1;
+                    o
+                } else {
+                    return Ok(None);
+                };
+                s.in_flight.insert(offset);
+                (offset, s.epoch)
             };
-            s.in_flight.insert(offset);
-            (offset, s.epoch)
-        };
-        match self.log.read(offset) {
-            Ok(Some(payload)) => Ok(Some(Message {
-                offset,
-                payload,
-                epoch,
-                consumer: Some(self.clone()),
-            })),
-            Ok(None) => {
-                self.give_back(offset, epoch);
-                let first = self.log.first_offset();
-                Err(Error::Truncated { offset, first })
-            }
-            Err(e) => {
-                self.give_back(offset, epoch);
-                Err(e)
+            match self.log.read(offset) {
+                Ok(Some(payload)) => {
+                    return Ok(Some(Message {
+                        offset,
+                        payload,
+                        epoch,
+                        consumer: Some(self.clone()),
+                    }));
+                }
+                Ok(None) => {
+                    self.give_back(offset, epoch);
+                    let first = self.log.first_offset();
+                    return Err(Error::Truncated { offset, first });
+                }
+                Err(Error::Lost { .. }) => {
+                    // Salvage set this record aside and reported it: it is
+                    // acknowledged as gone, explicitly, and skipped.
+                    self.ack_offset(offset, epoch)?;
+                }
+                Err(e) => {
+                    self.give_back(offset, epoch);
+                    return Err(e);
+                }
             }
         }
     }

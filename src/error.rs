@@ -160,6 +160,17 @@ pub enum Error {
         first: u64,
     },
 
+    /// The record at this offset was lost to damage and set aside by an
+    /// explicit salvage; only a placeholder remains. Consumers skip such
+    /// offsets (the salvage reported them).
+    #[error("record {offset} was lost to damage and set aside by salvage (placeholder in {path})")]
+    Lost {
+        /// The offset.
+        offset: u64,
+        /// The segment holding the placeholder.
+        path: PathBuf,
+    },
+
     /// The log handle was closed.
     #[error("the log is closed")]
     Closed,

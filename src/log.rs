@@ -873,16 +873,28 @@ impl Iter {
         let Some(c) = &mut self.cur else {
             return Ok(None);
         };
-        let (record, next_pos) = c.open.record_at(&c.seg.meta, c.pos, offset)?;
-        c.pos = next_pos;
-        self.next += 1;
-        Ok(Some((offset, record)))
+        match c.open.record_at(&c.seg.meta, c.pos, offset) {
+            Ok((record, next_pos)) => {
+                c.pos = next_pos;
+                self.next += 1;
+                Ok(Some((offset, record)))
+            }
+            Err(lost @ Error::Lost { .. }) => {
+                // A salvage placeholder: report it and move on past it.
+                c.pos += c.open.header_at(&c.seg.meta, c.pos, offset)?.encoded_len() as u64;
+                self.next += 1;
+                Err(lost)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
 impl Iterator for Iter {
     type Item = Result<(u64, Record)>;
 
+    /// Yields the next record; after an error the iterator ends, except
+    /// after [`Error::Lost`] (a salvage placeholder), where it goes on.
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;
@@ -890,6 +902,7 @@ impl Iterator for Iter {
         match self.step() {
             Ok(Some(item)) => Some(Ok(item)),
             Ok(None) => None,
+            Err(e @ Error::Lost { .. }) => Some(Err(e)),
             Err(e) => {
                 self.failed = true;
                 Some(Err(e))

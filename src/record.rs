@@ -26,7 +26,11 @@ pub const RECORD_ALIGN: usize = 8;
 pub const RECORD_MAGIC: u32 = 0xD1A9_5EC7;
 /// Flag: this record is the last one of a write call (a group-commit batch).
 pub const FLAG_END_OF_WRITE: u32 = 1;
-const KNOWN_FLAGS: u32 = FLAG_END_OF_WRITE;
+/// Flag: a placeholder for a record that was lost to damage and set aside
+/// by an explicit salvage (`durq recover --salvage`). Its payload is empty;
+/// reading it is [`crate::Error::Lost`].
+pub const FLAG_LOST: u32 = 2;
+const KNOWN_FLAGS: u32 = FLAG_END_OF_WRITE | FLAG_LOST;
 
 /// Bytes of a segment header; the first record starts right after it.
 pub const SEGMENT_HEADER_LEN: usize = 64;
@@ -66,6 +70,11 @@ impl RecordHeader {
     /// Total bytes this record occupies in the segment.
     pub fn encoded_len(&self) -> usize {
         encoded_len(self.len as usize)
+    }
+
+    /// Whether the record is a placeholder for a record lost to damage.
+    pub fn is_lost(&self) -> bool {
+        self.flags & FLAG_LOST != 0
     }
 
     /// Whether the record closes a write call.

@@ -339,6 +339,19 @@ impl OpenSegment {
         offset: u64,
     ) -> Result<(Record, u64)> {
         let header = self.header_at(meta, pos, offset)?;
+        if header.is_lost() {
+            record::verify(&header, meta.salt, &[]).map_err(|why| {
+                Error::corrupt(
+                    &meta.path,
+                    pos,
+                    format!("record {offset}: {}", why.describe()),
+                )
+            })?;
+            return Err(Error::Lost {
+                offset,
+                path: meta.path.clone(),
+            });
+        }
         let start = pos + RECORD_HEADER_LEN as u64;
         let len = header.len as usize;
         let next = pos + header.encoded_len() as u64;
