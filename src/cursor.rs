@@ -158,10 +158,10 @@ pub(crate) fn client_of_file(file: &str) -> Option<&str> {
         return Some(stem);
     }
     for slot in ["0", "1"] {
-        if let Some(rest) = file.strip_suffix(slot) {
-            if let Some(stem) = rest.strip_suffix(CURSOR_SUFFIX) {
-                return Some(stem);
-            }
+        if let Some(rest) = file.strip_suffix(slot)
+            && let Some(stem) = rest.strip_suffix(CURSOR_SUFFIX)
+        {
+            return Some(stem);
         }
     }
     None
@@ -316,11 +316,11 @@ pub(crate) fn load(storage: &dyn Storage, files: &ClientFiles, writable: bool) -
         ));
     }
     for (i, entry) in jbytes.chunks_exact(JOURNAL_ENTRY_LEN).enumerate() {
-        if let Some((generation, pos)) = decode_entry(entry) {
-            if generation == snapshot.generation {
-                acked = acked.max(pos);
-                journal_pos = (i as u64 + 1) * JOURNAL_ENTRY_LEN as u64;
-            }
+        if let Some((generation, pos)) = decode_entry(entry)
+            && generation == snapshot.generation
+        {
+            acked = acked.max(pos);
+            journal_pos = (i as u64 + 1) * JOURNAL_ENTRY_LEN as u64;
         }
     }
     let journal = if jbytes.len() as u64 == JOURNAL_LEN {

@@ -741,11 +741,11 @@ impl Log {
     }
 
     fn after_append(&self) {
-        if let Some(max) = self.inner.options.retention.size_bound() {
-            if self.inner.shared.segment_bytes() > max {
-                // Best-effort here, as after acks: the append has succeeded.
-                let _ = self.inner.apply_retention();
-            }
+        if let Some(max) = self.inner.options.retention.size_bound()
+            && self.inner.shared.segment_bytes() > max
+        {
+            // Best-effort here, as after acks: the append has succeeded.
+            let _ = self.inner.apply_retention();
         }
     }
 
