@@ -32,6 +32,29 @@
 //! # }
 //! ```
 //!
+//! # A queue with named clients
+//!
+//! Each client name has its own durable position. A message counts as
+//! consumed only when it is acknowledged; one taken and not acknowledged
+//! (dropped, nacked, or lost in a crash) is delivered again. Threads sharing
+//! a name split the messages; different names are independent.
+//!
+//! ```
+//! # fn main() -> Result<(), durq::Error> {
+//! # let tmp = tempfile::tempdir().unwrap();
+//! let log = durq::Log::open(tmp.path())?;
+//! log.append(b"job 1")?;
+//! let billing = log.consumer("billing")?;         // Clone + Send + Sync + 'static
+//! if let Some(msg) = billing.next()? {            // non-blocking; next_timeout(d) blocks
+//!     assert_eq!(msg.payload(), b"job 1");
+//!     msg.ack()?;                                 // durable on return
+//! }
+//! let clients = log.consumers()?;                 // names, acked offsets, lag
+//! assert_eq!((clients[0].acked, clients[0].lag), (1, 0));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! The on-disk format is specified in `docs/format.md`, the durability
 //! protocol and crash model in `docs/durability.md`.
 
