@@ -26,7 +26,7 @@ pub const MIN_SEGMENT_SIZE: u64 = 4096;
 /// The largest segment size accepted: 1 GiB.
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
 /// How many segment files readers keep open (and mapped) at once by default.
-pub const DEFAULT_OPEN_SEGMENTS: usize = 64;
+pub const DEFAULT_OPEN_SEGMENTS: usize = 16;
 
 /// What readers share: the segment table, the durable end, the storage.
 pub(crate) struct Shared {
