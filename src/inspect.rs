@@ -610,6 +610,19 @@ impl LogView {
             a.segments.push(seg);
             progress(meta.size);
         }
+        let placeholders: u64 = a.segments.iter().map(|s| s.placeholders).sum();
+        if placeholders > 0 {
+            a.notes.push(finding(
+                "placeholders",
+                &self.dir,
+                None,
+                None,
+                format!(
+                    "{placeholders} offset(s) hold placeholders for records lost to damage and set \
+                     aside by an earlier salvage (see {SALVAGE_DIR}/); consumers skip them"
+                ),
+            ));
+        }
         if !self.writer_active {
             for t in &self.temps {
                 a.notes.push(finding(
@@ -1557,6 +1570,15 @@ fn find_records(bytes: &[u8], base: u64, salt: u64, upper: u64) -> Vec<Found> {
     out
 }
 
+/// `offset 7` or `offsets 7..10 (3 records)`.
+fn offsets_phrase(s: &Span) -> String {
+    if s.len() == 1 {
+        format!("offset {}", s.start)
+    } else {
+        format!("offsets {}..{} ({} records)", s.start, s.end, s.len())
+    }
+}
+
 /// Why the bytes at `pos` are not record `expected`, in words.
 fn why_not(bytes: &[u8], pos: usize, expected: u64, salt: u64) -> String {
     match record::decode(bytes, pos, salt) {
@@ -1750,14 +1772,12 @@ fn analyze_segment(bytes: &[u8], meta: &SegmentMeta, role: Role) -> SegmentRepor
             let reason = why_not(bytes, exp_pos, exp_off, salt);
             let msg = match (&lost, &bytes_span) {
                 (Some(l), Some(b)) => format!(
-                    "{reason}; offsets {l} unreadable ({} record(s)), bytes {}..{} damaged",
-                    l.len(),
+                    "{reason}; {} unreadable, bytes {}..{} damaged",
+                    offsets_phrase(l),
                     b.start,
                     b.end
                 ),
-                (Some(l), None) => {
-                    format!("{reason}; offsets {l} missing ({} record(s))", l.len())
-                }
+                (Some(l), None) => format!("{reason}; {} missing", offsets_phrase(l)),
                 (None, Some(b)) => format!(
                     "{reason}; bytes {}..{} hold no valid record (no offset lost)",
                     b.start, b.end
@@ -1792,8 +1812,8 @@ fn analyze_segment(bytes: &[u8], meta: &SegmentMeta, role: Role) -> SegmentRepor
                 };
                 let msg = match (lost, next_base) {
                     (Some(l), _) => format!(
-                        "{reason}; offsets {l} unreadable ({} record(s)): the next segment starts at {}",
-                        l.len(),
+                        "{reason}; {} unreadable: the next segment starts at {}",
+                        offsets_phrase(&l),
                         l.end
                     ),
                     (None, Some(_)) => {

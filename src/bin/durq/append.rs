@@ -33,7 +33,18 @@ pub fn run(
             dir.display()
         )));
     }
-    let size = if durq::inspect::is_log_dir(dir) {
+    let is_log = durq::inspect::is_log_dir(dir);
+    if !is_log
+        && let Ok(mut entries) = std::fs::read_dir(dir)
+        && entries.next().is_some()
+    {
+        // Checked here, before opening takes the lock (which creates a file).
+        return Err(CliError::usage(format!(
+            "{} is not a durq log and is not empty; refusing to create a log there",
+            dir.display()
+        )));
+    }
+    let size = if is_log {
         let existing = durq::inspect::existing_segment_size(dir);
         match (existing, segment_size) {
             (Some(e), Some(s)) if s != e => {

@@ -215,7 +215,7 @@ struct ConsumeArgs {
     #[arg(long, short = 'f')]
     follow: bool,
     /// Once caught up, wait at most this long for a new message, then exit.
-    #[arg(long, value_name = "SECS", value_parser = util::parse_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = util::parse_seconds, allow_negative_numbers = true)]
     timeout: Option<std::time::Duration>,
     /// Prefix each message with its offset and a tab.
     #[arg(long)]
@@ -369,7 +369,13 @@ struct BenchArgs {
     /// Directory to measure in (default: a temporary directory).
     dir: Option<PathBuf>,
     /// How long to run, in seconds.
-    #[arg(long, value_name = "SECS", default_value = "20", value_parser = util::parse_seconds)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "20",
+        value_parser = util::parse_seconds,
+        allow_negative_numbers = true
+    )]
     duration: std::time::Duration,
     /// Print JSON instead of a table.
     #[arg(long)]

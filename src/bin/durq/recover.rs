@@ -55,15 +55,17 @@ pub fn report_lines(r: &RecoveryReport, dry_run: bool) -> Vec<String> {
 }
 
 fn action_line(a: &SalvageAction, executed: bool) -> String {
-    let lost: Vec<String> = a.lost.iter().map(|s| s.to_string()).collect();
-    let lost = if lost.is_empty() {
-        "no offset lost".to_owned()
-    } else {
-        format!(
-            "lost offsets {} ({} record(s), each now a placeholder that consumers skip)",
-            lost.join(", "),
-            a.lost_records
-        )
+    let list: Vec<String> = a.lost.iter().map(|s| s.to_string()).collect();
+    let lost = match a.lost_records {
+        0 => "no offset lost".to_owned(),
+        1 => format!(
+            "lost offset {} (now a placeholder that consumers skip)",
+            list.join(", ")
+        ),
+        n => format!(
+            "lost offsets {} ({n} records, each now a placeholder that consumers skip)",
+            list.join(", ")
+        ),
     };
     let torn = if a.torn_records_dropped > 0 {
         format!(
