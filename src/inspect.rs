@@ -792,12 +792,11 @@ impl LogView {
         let mut last_current: Option<usize> = None;
         for (i, entry) in jbytes.chunks_exact(JOURNAL_ENTRY_LEN).enumerate() {
             match cursor::decode_entry(entry) {
-                Some((generation, pos)) => {
-                    if generation == snap.generation {
-                        acked = acked.max(pos);
-                        last_current = Some(i);
-                    }
+                Some((generation, pos)) if generation == snap.generation => {
+                    acked = acked.max(pos);
+                    last_current = Some(i);
                 }
+                Some(_) => {}
                 None if entry.iter().any(|&b| b != 0) => bad.push(i),
                 None => {}
             }
