@@ -1127,7 +1127,7 @@ impl LogView {
         };
         write(&target, bytes)?;
         let mut note = format!(
-            "durq salvage of {}\nkept records: {}\nlost offsets ({} records):{}\ndamaged byte ranges:{}\n",
+            "durq salvage of {}\nkept records: {}\nlost records: {}\nlost offsets:{}\ndamaged byte ranges:{}\n",
             path.display(),
             action.kept_records,
             action.lost_records,

@@ -144,9 +144,9 @@ pub fn run(dir: &Path, dry_run: bool, salvage: bool, json: bool) -> Result<Outco
         )
     } else {
         drop(view);
-        match util::open_existing(dir) {
+        match util::open_existing_raw(dir) {
             Ok(log) => (Some(log.recovery_report().clone()), None),
-            Err(e) => (None, Some(e.message().to_owned())),
+            Err(e) => (None, Some(e.to_string())),
         }
     };
     let damage_left = match &plan {
@@ -228,9 +228,14 @@ pub fn run(dir: &Path, dry_run: bool, salvage: bool, json: bool) -> Result<Outco
              readable record and set the damage aside as listed above",
             dir.display()
         ),
+        (Some(p), false) if !p.executed && open_error.is_some() => format!(
+            "damage remains and the log cannot be opened until it is salvaged; run `durq recover \
+             {} --salvage` to keep every readable record and set the damage aside",
+            dir.display()
+        ),
         (Some(p), false) if !p.executed => format!(
-            "damage remains (the repairs open makes were done); run `durq recover {} --salvage` \
-             to keep every readable record and set the damage aside",
+            "damage remains (the routine repairs listed above were made, and the log opens); run \
+             `durq recover {} --salvage` to keep every readable record and set the damage aside",
             dir.display()
         ),
         (Some(p), false) if !p.unsalvageable.is_empty() => {

@@ -68,10 +68,6 @@ impl CliError {
         }
     }
 
-    pub fn message(&self) -> &str {
-        &self.msg
-    }
-
     /// Prints the error (unless stdout's reader went away) and returns the
     /// exit code.
     pub fn report(&self) -> ExitCode {
@@ -134,12 +130,17 @@ pub fn require_log(dir: &Path) -> Result<(), CliError> {
 /// prepared in the background (these commands do not append).
 pub fn open_existing(dir: &Path) -> Result<Log, CliError> {
     require_log(dir)?;
+    open_existing_raw(dir).map_err(CliError::from)
+}
+
+/// [`open_existing`] without the directory checks, returning the engine's
+/// error as it is.
+pub fn open_existing_raw(dir: &Path) -> Result<Log, Error> {
     let size = durq::inspect::existing_segment_size(dir).unwrap_or(durq::DEFAULT_SEGMENT_SIZE);
     Options::new()
         .segment_size(size)
         .background_preallocation(false)
         .open(dir)
-        .map_err(CliError::from)
 }
 
 /// Parses an offset: a non-negative integer.
