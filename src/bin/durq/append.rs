@@ -80,11 +80,8 @@ pub fn run(
     let mut appended = 0u64;
     let mut next_index = 0u64;
     let mut line = String::new();
-    loop {
-        let first = match rx.recv() {
-            Ok(i) => i,
-            Err(_) => break, // end of input
-        };
+    // `recv` fails at the end of input.
+    while let Ok(first) = rx.recv() {
         let mut msgs: Vec<Vec<u8>> = Vec::new();
         let mut stop = None;
         match first {

@@ -130,9 +130,7 @@ pub fn run(p: Params) -> Result<Outcome, CliError> {
                 p.client,
                 util::describe(&e)
             );
-            return Err(if printed > 0 {
-                CliError::partial(msg)
-            } else if e.is_corruption() {
+            return Err(if printed > 0 || e.is_corruption() {
                 CliError::partial(msg)
             } else {
                 CliError::usage(msg)

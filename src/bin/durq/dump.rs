@@ -93,7 +93,7 @@ pub fn run(
                     .map_err(CliError::stdout)?;
                 printed += 1;
                 if let Some(pb) = &pb
-                    && printed % 4096 == 0
+                    && printed.is_multiple_of(4096)
                 {
                     pb.set_position(printed);
                 }
