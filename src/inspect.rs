@@ -57,7 +57,7 @@ use crate::storage::{FsStorage, LockGuard, OpenMode, Storage};
 /// The directory (inside the log directory) where salvage sets damaged
 /// files aside. Recovery does not know it and lists it among unknown files;
 /// the `durq` tool leaves it out of that list.
-pub const SALVAGE_DIR: &str = "salvage";
+pub const SALVAGE_DIR: &str = crate::names::SALVAGE_DIR;
 
 /// How [`LogView::open`] treats the writer's lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -455,6 +455,7 @@ impl Log {
                 dir.display()
             )));
         }
+        refuse_foreign_directory(&*storage, dir)?;
         let lock_path = dir.join(names::LOCK_FILE);
         let lock_guard = storage.try_lock(&lock_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
@@ -467,13 +468,6 @@ impl Log {
         })?;
         let mut recovered = recovery::recover(&*storage, dir, Mode::Repair)?;
         if recovered.segments.is_empty() {
-            if !recovered.report.unknown_files.is_empty() {
-                return Err(Error::InvalidArgument(format!(
-                    "{} holds no durq log but other files (such as {}); refusing to create a log there",
-                    dir.display(),
-                    recovered.report.unknown_files[0].display()
-                )));
-            }
             let meta = create_first_segment(&*storage, dir, options.segment_size)?;
             recovered.tail_pos = SEGMENT_HEADER_LEN as u64;
             recovered.report.created = true;
@@ -778,6 +772,39 @@ pub struct SegmentInfo {
     pub end_offset: u64,
     /// Its size on disk in bytes (preallocated).
     pub size_bytes: u64,
+}
+
+/// Refuses, before creating any file, a directory that holds other files
+/// but no durq segment: a log is never created among someone else's files.
+fn refuse_foreign_directory(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let listing = storage
+        .list_dir(dir)
+        .map_err(|e| Error::io("list", dir, e))?;
+    if listing
+        .iter()
+        .any(|n| names::parse_segment_file_name(n).is_some())
+    {
+        return Ok(());
+    }
+    let known = [
+        names::LOCK_FILE,
+        names::END_HINT_FILE,
+        names::CLIENTS_DIR,
+        names::SALVAGE_DIR,
+    ];
+    let mut foreign: Vec<&String> = listing
+        .iter()
+        .filter(|n| !known.contains(&n.as_str()) && !n.ends_with(names::TEMP_SUFFIX))
+        .collect();
+    foreign.sort();
+    match foreign.first() {
+        None => Ok(()),
+        Some(example) => Err(Error::InvalidArgument(format!(
+            "{} holds no durq log but other files (such as {}); refusing to create a log there",
+            dir.display(),
+            dir.join(example).display()
+        ))),
+    }
 }
 
 /// Opens `durq.end` and writes the recovered end into it before any append.

@@ -41,6 +41,9 @@ pub fn decode_end_hint(b: &[u8]) -> Option<u64> {
     (crc32fast::hash(&b[0..8]) == crc).then_some(end)
 }
 
+/// The directory where `durq recover --salvage` keeps damaged originals.
+pub const SALVAGE_DIR: &str = "salvage";
+
 /// The directory (inside the log directory) holding client cursor files.
 pub const CLIENTS_DIR: &str = "clients";
 /// Digits in a segment file name (enough for any `u64`, so `ls` sorts them).

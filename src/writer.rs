@@ -9,7 +9,8 @@
 //! appenders wait when the disk is behind rather than queueing without limit.
 //!
 //! Rollover uses a spare segment prepared ahead of time (zero-filled and
-//! synced by a background thread): the leader writes the new header into it,
+//! synced by a background thread started once the active segment is half
+//! full): the leader writes the new header into it,
 //! syncs it, renames it to its final name and syncs the directory before any
 //! record goes into it.
 
@@ -140,7 +141,6 @@ impl Writer {
             new_segment_size,
             background_spares,
         };
-        w.start_spare(&mut lock(&w.leader));
         w
     }
 
@@ -317,6 +317,12 @@ impl Writer {
                 Failure::Poison(format!("fdatasync of {} failed: {e}", path.display()))
             })?;
             leader.tail_pos += chunk.buf.len() as u64;
+            if leader.tail_pos > leader.active.size / 2 {
+                // Half full: prepare the next segment in the background now,
+                // so that short-lived processes never pay for one they do
+                // not need, and long-running ones find it ready.
+                self.start_spare(leader);
+            }
             let mut st = lock(&self.state);
             st.durable_end = chunk.end_offset;
             drop(st);
@@ -370,7 +376,6 @@ impl Writer {
         leader.file = spare.file;
         leader.active = seg;
         leader.tail_pos = SEGMENT_HEADER_LEN as u64;
-        self.start_spare(leader);
         Ok(())
     }
 

@@ -409,6 +409,12 @@ fn refuses_to_create_a_log_in_a_directory_of_other_files() {
     let err = Log::open(tmp.path()).unwrap_err();
     assert!(err.to_string().contains("holds no durq log"), "{err}");
     assert!(segment_files(tmp.path()).is_empty());
+    // Nothing at all was created there, not even the lock file.
+    let names: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("important.doc")]);
 }
 
 #[test]
