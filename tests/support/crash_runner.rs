@@ -947,12 +947,14 @@ impl Runner<'_> {
                 // directory sync that returned: they must be durable.
                 self.min_first = self.min_first.max(first);
             }
-            if self.disk_full && !self.eio_injected && !self.disk.is_dead() {
-                if let Some(why) = log.poisoned() {
-                    return self.violation(format!(
-                        "a full disk (ENOSPC) poisoned the log; it must fail cleanly: {why}"
-                    ));
-                }
+            if self.disk_full
+                && !self.eio_injected
+                && !self.disk.is_dead()
+                && let Some(why) = log.poisoned()
+            {
+                return self.violation(format!(
+                    "a full disk (ENOSPC) poisoned the log; it must fail cleanly: {why}"
+                ));
             }
         }
         Ok(())
@@ -1827,13 +1829,13 @@ impl Runner<'_> {
         let Some(last) = segments.last() else {
             return self.violation("the recovered log has no segment");
         };
-        if let Some(t) = &rep.torn_tail {
-            if t.offset != end || t.bytes_zeroed == 0 || t.segment != last.path {
-                return self.violation(format!(
-                    "torn tail report {t:?} does not match the log (end {end}, last segment {})",
-                    last.path.display()
-                ));
-            }
+        if let Some(t) = &rep.torn_tail
+            && (t.offset != end || t.bytes_zeroed == 0 || t.segment != last.path)
+        {
+            return self.violation(format!(
+                "torn tail report {t:?} does not match the log (end {end}, last segment {})",
+                last.path.display()
+            ));
         }
         self.check_tail_zero(&last.path, last.first_offset, last.end_offset)?;
         self.check_clients(log, rep, first, end)?;
