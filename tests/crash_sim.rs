@@ -208,20 +208,27 @@ const LOSSES: [(LossMode, u64); 6] = [
 ];
 
 /// Runs `make(arm, loss, disk_seed)` with the disk crashing at every sync
-/// and at every mutating operation of the step right after the `Arm` step,
-/// each with every loss in [`LOSSES`]. Returns how many sync points and
-/// operations that step has.
-fn every_crash_point(what: &str, make: impl Fn(Arm, LossMode, u64) -> Scenario) -> (u64, u64) {
+/// and at every mutating operation from the `Arm` step to the end of its
+/// round, each with every loss in [`LOSSES`]. Returns how many sync points
+/// and operations there are, and how many recoveries cut a torn tail.
+fn every_crash_point(what: &str, make: impl Fn(Arm, LossMode, u64) -> Scenario) -> (u64, u64, u64) {
     if replaying() {
-        return (0, 0);
+        return (0, 0, 0);
     }
+    // The step after the `Arm` step of the (last) round that has one.
     let probe = make(Arm::CrashAfterOps(0), LossMode::Random, 0);
-    let target = 1 + probe.rounds[0]
-        .steps
+    let target = probe
+        .rounds
         .iter()
-        .position(|s| matches!(s, Step::Arm(_)))
+        .enumerate()
+        .rev()
+        .find_map(|(r, round)| {
+            let i = round.steps.iter().position(|s| matches!(s, Step::Arm(_)))?;
+            Some((r, i + 1))
+        })
         .expect("the scenario arms a crash point");
     let mut counts = (0, 0);
+    let mut torn = 0;
     for syncs in [true, false] {
         for k in 0..10_000u64 {
             let arm = if syncs {
@@ -234,7 +241,10 @@ fn every_crash_point(what: &str, make: impl Fn(Arm, LossMode, u64) -> Scenario) 
                 let sc = make(arm, loss, disk_seed);
                 let (result, _) = run_scenario(&sc, false);
                 match result {
-                    Ok(stats) => hit |= stats.crash_step == Some((0, target)),
+                    Ok(stats) => {
+                        hit |= matches!(stats.crash_step, Some((r, i)) if r == target.0 && i >= target.1);
+                        torn += stats.torn_tails;
+                    }
                     Err(msg) => {
                         let (_, trace) = run_scenario(&sc, true);
                         panic!(
@@ -256,12 +266,12 @@ fn every_crash_point(what: &str, make: impl Fn(Arm, LossMode, u64) -> Scenario) 
         }
     }
     println!(
-        "{what}: {} sync points and {} operations, each with {} losses",
+        "{what}: {} sync points and {} operations, each with {} losses; {torn} torn tails cut",
         counts.0,
         counts.1,
         LOSSES.len()
     );
-    counts
+    (counts.0, counts.1, torn)
 }
 
 fn one_round(
@@ -288,7 +298,7 @@ fn one_round(
 fn crash_at_every_point_of_a_rollover() {
     // 4 KiB segments: three 1,000-byte records (1,024 bytes each) leave
     // 960 bytes, so the 2,000-byte record rolls over to a new segment.
-    let (syncs, ops) = every_crash_point("rollover", |arm, loss, seed| {
+    let (syncs, ops, _) = every_crash_point("rollover", |arm, loss, seed| {
         one_round(
             4096,
             crash_runner::RetentionKind::KeepAll,
@@ -317,7 +327,7 @@ fn crash_at_every_point_of_a_rollover() {
 
 #[test]
 fn crash_at_every_point_of_a_rollover_inside_a_batch() {
-    let (syncs, _) = every_crash_point("batch spanning two rollovers", |arm, loss, seed| {
+    let (syncs, _, _) = every_crash_point("batch spanning two rollovers", |arm, loss, seed| {
         one_round(
             4096,
             crash_runner::RetentionKind::KeepAll,
@@ -339,11 +349,73 @@ fn crash_at_every_point_of_a_rollover_inside_a_batch() {
 }
 
 #[test]
+fn crash_at_every_point_of_the_first_appends_to_a_new_log() {
+    // The log was just created: its first segment's name must be durable
+    // before the first append returns.
+    let (syncs, _, _) = every_crash_point("first appends", |arm, loss, seed| {
+        one_round(
+            8192,
+            crash_runner::RetentionKind::KeepAll,
+            vec![
+                Step::Append(Size::Exact(100)),
+                Step::Arm(arm),
+                Step::Append(Size::Exact(100)),
+                Step::Register(0),
+                Step::Append(Size::Exact(100)),
+            ],
+            loss,
+            seed,
+        )
+    });
+    assert!(syncs >= 1, "saw {syncs} sync points");
+}
+
+#[test]
+fn crash_at_every_point_after_a_torn_tail_was_cut() {
+    // Round 0 dies in the middle of a large batch, leaving a torn tail that
+    // round 1's recovery cuts (zeroes and syncs); round 1 then crashes at
+    // every point of the next appends, which land on the zeroed bytes.
+    let mut torn = 0;
+    for disk_seed in 1..=12u64 {
+        torn += every_crash_point("appends after a torn tail", |arm, loss, seed| Scenario {
+            family: Family::SyncPoints,
+            disk_seed: disk_seed * 100 + seed,
+            segment_size: 8192,
+            retention: crash_runner::RetentionKind::KeepAll,
+            rounds: vec![
+                Round {
+                    steps: vec![
+                        Step::Register(0),
+                        Step::Append(Size::Exact(500)),
+                        Step::Arm(Arm::CrashAfterSyncs(0)),
+                        Step::Batch(vec![Size::Exact(700); 8]),
+                    ],
+                    end: End::PowerLoss(LossMode::Random),
+                    recovery_crash: None,
+                },
+                Round {
+                    steps: vec![
+                        Step::Arm(arm),
+                        Step::Append(Size::Exact(900)),
+                        Step::Append(Size::Exact(900)),
+                        Step::Next(0),
+                    ],
+                    end: End::PowerLoss(loss),
+                    recovery_crash: None,
+                },
+            ],
+        })
+        .2;
+    }
+    assert!(torn > 100, "only {torn} recoveries cut a torn tail");
+}
+
+#[test]
 fn crash_at_every_point_of_retention_deleting_acked_segments() {
     // Three 1,000-byte records per 4 KiB segment: 12 records fill four
     // segments. Client 0 acks everything first; when client 1 does, the
     // acknowledgement deletes the four sealed segments one by one.
-    let (_, ops) = every_crash_point("retention by acknowledgement", |arm, loss, seed| {
+    let (_, ops, _) = every_crash_point("retention by acknowledgement", |arm, loss, seed| {
         let mut steps = vec![Step::Register(0), Step::Register(1)];
         steps.extend((0..13).map(|_| Step::Append(Size::Exact(1000))));
         steps.push(Step::AckUntil(0, 13));
@@ -366,7 +438,7 @@ fn crash_at_every_point_of_retention_deleting_acked_segments() {
 fn crash_at_every_point_of_retention_by_size() {
     // A bound of two segments: the append that creates the third one
     // deletes the oldest.
-    let (_, ops) = every_crash_point("retention by size", |arm, loss, seed| {
+    let (_, ops, _) = every_crash_point("retention by size", |arm, loss, seed| {
         let mut steps = vec![Step::Register(0)];
         steps.extend((0..6).map(|_| Step::Append(Size::Exact(1000))));
         steps.push(Step::Arm(arm));
@@ -389,7 +461,7 @@ fn crash_at_every_point_of_a_cursor_journal_fold() {
     // entries; 2,048 in-order acks fill it; the next one folds the position
     // into a snapshot of generation 1 (temp file, fsync, rename, directory
     // fsync) and reuses the journal.
-    let (syncs, ops) = every_crash_point("journal fold", |arm, loss, seed| {
+    let (syncs, ops, _) = every_crash_point("journal fold", |arm, loss, seed| {
         one_round(
             8192,
             crash_runner::RetentionKind::KeepAll,
@@ -414,7 +486,7 @@ fn crash_at_every_point_of_a_cursor_journal_fold() {
 fn crash_at_every_point_of_a_seek() {
     // A seek writes a new snapshot generation: temp file, fsync, rename,
     // directory fsync.
-    let (_, ops) = every_crash_point("seek", |arm, loss, seed| {
+    let (_, ops, _) = every_crash_point("seek", |arm, loss, seed| {
         one_round(
             4096,
             crash_runner::RetentionKind::KeepAll,

@@ -535,7 +535,7 @@ fn generate(ch: &mut Choices<'_>, family: Family, disk_seed: u64) -> Scenario {
             }
         }
         Family::SyncPoints | Family::BetweenOps | Family::Faults => {
-            let n = if ch.chance(30) { 2 } else { 1 };
+            let n = if ch.chance(40) { 2 } else { 1 };
             for r in 0..n {
                 let mut steps = gen_steps(ch, family, r == 0, clients);
                 match family {
@@ -593,7 +593,14 @@ fn crash_arm(ch: &mut Choices<'_>) -> Arm {
 }
 
 fn insert_arm(ch: &mut Choices<'_>, steps: &mut Vec<Step>, arm: Arm) {
-    let at = ch.below(steps.len() as u64 + 1) as usize;
+    // One time in five the crash comes within the first few steps: right
+    // after the log was created, or right after a recovery (a repair that
+    // was not synced, a first segment whose name was not, show up there).
+    let at = if ch.chance(20) {
+        ch.below(steps.len().min(4) as u64 + 1)
+    } else {
+        ch.below(steps.len() as u64 + 1)
+    } as usize;
     steps.insert(at, Step::Arm(arm));
 }
 
