@@ -183,10 +183,20 @@ impl Client {
         if let Some(j) = journal {
             if pos + JOURNAL_ENTRY_LEN as u64 <= JOURNAL_LEN {
                 let path = self.files.journal();
-                j.write_at(&cursor::encode_entry(generation, acked), pos)
-                    .map_err(|e| Error::io("write ack journal", &path, e))?;
-                j.sync_data()
-                    .map_err(|e| Error::io("fdatasync ack journal", &path, e))?;
+                let written = j
+                    .write_at(&cursor::encode_entry(generation, acked), pos)
+                    .map_err(|e| Error::io("write ack journal", &path, e))
+                    .and_then(|()| {
+                        j.sync_data()
+                            .map_err(|e| Error::io("fdatasync ack journal", &path, e))
+                    });
+                if let Err(e) = written {
+                    // After a failed sync the kernel may drop the entry yet
+                    // keep showing it: overwrite it so that a reopen in this
+                    // boot does not read an ack that is not on disk.
+                    let _ = j.write_at(&[0u8; JOURNAL_ENTRY_LEN], pos);
+                    return Err(e);
+                }
                 return Ok((j, generation, pos + JOURNAL_ENTRY_LEN as u64));
             }
             // Full: fold into a new snapshot and reuse the journal from its start.
@@ -229,14 +239,22 @@ impl Client {
             return Err(Error::Poisoned { reason: r.clone() });
         }
         let next = s.generation + 1;
-        cursor::write_snapshot(
+        if let Err(e) = cursor::write_snapshot(
             &*log.shared.storage,
             &self.files,
             Snapshot {
                 generation: next,
                 acked: offset,
             },
-        )?;
+        ) {
+            if e.renamed {
+                // The new generation may or may not reach the disk: acks
+                // written under the old one could be hidden by it. Refuse
+                // further acks until the log is reopened and re-read.
+                s.poisoned = Some(e.error.to_string().into());
+            }
+            return Err(e.error);
+        }
         s.generation = next;
         s.journal_pos = 0;
         s.acked = offset;
@@ -404,6 +422,9 @@ impl Consumer {
         let end = end.min(self.log.end());
         let mut s = self.client.st();
         if end <= s.acked {
+            // Already acknowledged in memory; make sure it is durable too
+            // (an earlier ack covering it may have failed).
+            drop(self.client.persist(&self.log.inner, s, end)?);
             return Ok(());
         }
         s.acked = end;
@@ -771,7 +792,7 @@ pub(crate) fn create_client(
     ) {
         drop(journal);
         let _ = storage.remove_file(&files.journal());
-        return Err(e);
+        return Err(e.error);
     }
     Ok(Client::new(files, 0, start, Some(journal), 0))
 }

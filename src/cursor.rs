@@ -167,13 +167,28 @@ pub(crate) fn client_of_file(file: &str) -> Option<&str> {
     None
 }
 
+/// A failed snapshot replacement.
+#[derive(Debug)]
+pub(crate) struct SnapshotError {
+    pub error: Error,
+    /// Whether the rename had happened: the new snapshot may then be on disk
+    /// (or become so), so the client's durable state is uncertain.
+    pub renamed: bool,
+}
+
+impl From<SnapshotError> for Error {
+    fn from(e: SnapshotError) -> Error {
+        e.error
+    }
+}
+
 /// Writes snapshot `snap` durably: temp file, fsync, rename over its slot,
 /// fsync the directory.
 pub(crate) fn write_snapshot(
     storage: &dyn Storage,
     files: &ClientFiles,
     snap: Snapshot,
-) -> Result<()> {
+) -> std::result::Result<(), SnapshotError> {
     let slot = files.slot(snap.generation);
     let tmp = PathBuf::from(format!("{}{}", slot.display(), names::TEMP_SUFFIX));
     let attempt = || -> std::io::Result<()> {
@@ -186,11 +201,15 @@ pub(crate) fn write_snapshot(
     };
     if let Err(e) = attempt() {
         let _ = storage.remove_file(&tmp);
-        return Err(Error::io("write cursor", &slot, e));
+        return Err(SnapshotError {
+            error: Error::io("write cursor", &slot, e),
+            renamed: false,
+        });
     }
-    storage
-        .sync_dir(&files.dir)
-        .map_err(|e| Error::io("sync directory", &files.dir, e))
+    storage.sync_dir(&files.dir).map_err(|e| SnapshotError {
+        error: Error::io("sync directory", &files.dir, e),
+        renamed: true,
+    })
 }
 
 /// Creates the client's journal: a temp file zero-filled to its full size,

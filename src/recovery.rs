@@ -482,12 +482,30 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
             ));
         }
     }
+    if mode == Mode::Repair {
+        // A process that crashed (SIGKILL) leaves written but unsynced bytes
+        // and renames in the page cache, where this scan just read them.
+        // Make them durable before anything is shown to readers or appended
+        // after them, so that a power loss now cannot take them away.
+        sync_file(storage, &last.path)?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+    }
     report.end_offset = scan.end_offset;
     Ok(Recovered {
         segments,
         tail_pos: scan.end_pos,
         report,
     })
+}
+
+/// `fdatasync`s a file.
+pub(crate) fn sync_file(storage: &dyn Storage, path: &Path) -> Result<()> {
+    let file = storage
+        .open_file(path, OpenMode::ReadWrite)
+        .map_err(|e| Error::io("open for sync", path, e))?;
+    file.sync_data().map_err(|e| Error::io("sync", path, e))
 }
 
 /// Zeroes `[from, to)` of the file in place and syncs it.

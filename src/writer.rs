@@ -309,13 +309,24 @@ impl Writer {
                 &chunk.last_hasher,
             );
             let path = self.segment_path(chunk.seg.base);
-            leader
+            let written = leader
                 .file
                 .write_at(&chunk.buf, chunk.pos)
-                .map_err(|e| Failure::Poison(format!("write to {} failed: {e}", path.display())))?;
-            leader.file.sync_data().map_err(|e| {
-                Failure::Poison(format!("fdatasync of {} failed: {e}", path.display()))
-            })?;
+                .map_err(|e| format!("write to {} failed: {e}", path.display()))
+                .and_then(|()| {
+                    leader
+                        .file
+                        .sync_data()
+                        .map_err(|e| format!("fdatasync of {} failed: {e}", path.display()))
+                });
+            if let Err(reason) = written {
+                // After a failed fdatasync Linux may drop the dirty pages yet
+                // keep showing them (fsyncgate): overwrite them with zeros so
+                // that a reopen in this boot does not read records that are
+                // not on disk. Best effort; the log is poisoned either way.
+                let _ = leader.file.write_at(&vec![0u8; chunk.buf.len()], chunk.pos);
+                return Err(Failure::Poison(reason));
+            }
             leader.tail_pos += chunk.buf.len() as u64;
             if leader.tail_pos > leader.active.size / 2 {
                 // Half full: prepare the next segment in the background now,
