@@ -376,7 +376,7 @@ fn crash_at_every_point_after_a_torn_tail_was_cut() {
     // round 1's recovery cuts (zeroes and syncs); round 1 then crashes at
     // every point of the next appends, which land on the zeroed bytes.
     let mut torn = 0;
-    for disk_seed in 1..=12u64 {
+    for disk_seed in 1..=40u64 {
         torn += every_crash_point("appends after a torn tail", |arm, loss, seed| Scenario {
             family: Family::SyncPoints,
             disk_seed: disk_seed * 100 + seed,
@@ -396,8 +396,8 @@ fn crash_at_every_point_after_a_torn_tail_was_cut() {
                 Round {
                     steps: vec![
                         Step::Arm(arm),
-                        Step::Append(Size::Exact(900)),
-                        Step::Append(Size::Exact(900)),
+                        Step::Append(Size::Exact(1500)),
+                        Step::Append(Size::Exact(1500)),
                         Step::Next(0),
                     ],
                     end: End::PowerLoss(loss),
@@ -407,7 +407,7 @@ fn crash_at_every_point_after_a_torn_tail_was_cut() {
         })
         .2;
     }
-    assert!(torn > 100, "only {torn} recoveries cut a torn tail");
+    assert!(torn > 400, "only {torn} recoveries cut a torn tail");
 }
 
 #[test]
