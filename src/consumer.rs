@@ -751,11 +751,20 @@ pub(crate) fn load_clients(
                 ),
             });
         }
+        if repair {
+            // Entries a crashed process left unsynced in the page cache were
+            // just read: make them durable before the position is used.
+            if let Some(j) = &loaded.journal {
+                j.sync_data()
+                    .map_err(|e| Error::io("sync ack journal", files.journal(), e))?;
+            }
+        }
         let client = Client::new(files, generation, acked, loaded.journal, journal_pos);
         out.clients
             .insert(name, ClientEntry::Ready(Arc::new(client)));
     }
-    if dir_dirty {
+    if repair || dir_dirty {
+        // Likewise for snapshot renames a crashed process did not sync.
         storage
             .sync_dir(&dir)
             .map_err(|e| Error::io("sync directory", &dir, e))?;
