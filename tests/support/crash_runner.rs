@@ -719,6 +719,10 @@ struct ClientModel {
     /// disk may be that seek's target (even below what retention deleted
     /// meanwhile, on the strength of the in-memory position).
     seek_unknown: bool,
+    /// The last open found the position below the first retained offset
+    /// and that was accepted (see `seek_unknown`, size-bound retention): it
+    /// stays so until the client seeks.
+    below_first_accepted: bool,
 }
 
 fn prefix(floor: u64, set: &BTreeSet<u64>) -> u64 {
@@ -750,6 +754,7 @@ impl ClientModel {
             handle: None,
             held: Vec::new(),
             seek_unknown: false,
+            below_first_accepted: false,
         }
     }
 
@@ -765,6 +770,7 @@ impl ClientModel {
         self.hi = p;
         self.epoch += 1;
         self.seek_unknown = false;
+        self.below_first_accepted = false;
     }
 
     fn attempted(&mut self) {
@@ -1904,7 +1910,7 @@ impl Runner<'_> {
             if r.action.contains("older than the first retained offset")
                 && (matches!(self.sc.retention, RetentionKind::MaxBytes(_))
                     || self.any_unknown_registration
-                    || model.is_some_and(|c| c.seek_unknown))
+                    || model.is_some_and(|c| c.seek_unknown || c.below_first_accepted))
             {
                 // Size-bound retention deleted what it had not acked; or a
                 // registration failed (retention did not know the client
@@ -1967,6 +1973,7 @@ impl Runner<'_> {
                     if self.sc.retention == RetentionKind::AckedByAll
                         && !self.any_unknown_registration
                         && !c.seek_unknown
+                        && !c.below_first_accepted
                         && acked < first
                     {
                         return self.violation(format!(
@@ -2053,6 +2060,7 @@ impl Runner<'_> {
                     let cm = &mut self.clients[c];
                     cm.reg = Reg::Ok;
                     cm.set_position(info.acked);
+                    cm.below_first_accepted = info.acked < first;
                     cm.handle = Some(h);
                 }
                 None => {
