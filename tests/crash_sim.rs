@@ -522,7 +522,9 @@ fn seeds_cover_every_family() {
 // ---------------------------------------------------------------------------
 // Engine bugs this suite found. Each test is the smallest scenario that shows
 // one (see docs/testing.md, "Findings"): a regression test once the bug is
-// fixed, a failing test until then.
+// fixed (all are, in 4e96c6f and 5667456), a failing test until then. The
+// sweep seeds quoted reproduce the bug with its fix reverted (mutations
+// M11-M15 of docs/testing.md).
 // ---------------------------------------------------------------------------
 
 fn must_hold(what: &str, sc: Scenario) {
@@ -556,7 +558,7 @@ fn rounds(family: Family, segment_size: u64, rounds: Vec<(Vec<Step>, End)>) -> S
 /// target is not past the in-memory position, even when that position was
 /// never made durable: after an ack whose journal `fdatasync` failed (EIO),
 /// `ack_until` over the same offset says `Ok`, and a power loss takes it
-/// back. (Sweep seeds: 613, 856 of `sim_eio_and_enospc_then_power_loss`.)
+/// back. (Seed 613 of `sim_eio_and_enospc_then_power_loss`.)
 #[test]
 fn bug_ack_until_returns_ok_for_an_ack_that_was_never_persisted() {
     must_hold(
@@ -587,8 +589,7 @@ fn bug_ack_until_returns_ok_for_an_ack_that_was_never_persisted() {
 /// generation; later acks go to the journal under the old generation and
 /// return `Ok`, but once the rename reaches the disk the new snapshot wins
 /// and those journal entries are ignored: acknowledged messages come back.
-/// (Sweep seed 5093 of `sim_eio_and_enospc_then_power_loss` with the other
-/// bugs fixed.)
+/// (Seed 5093 of `sim_eio_and_enospc_then_power_loss`.)
 #[test]
 fn bug_failed_seek_leaves_a_snapshot_that_hides_later_acks() {
     must_hold(
@@ -619,7 +620,7 @@ fn bug_failed_seek_leaves_a_snapshot_that_hides_later_acks() {
 /// After a process crash (SIGKILL: the page cache survives), `open` trusts
 /// what the page cache shows and syncs none of it: a record whose append
 /// never returned is shown below `end()` and read by consumers, then a power
-/// loss takes it away. (Sweep seed 78 of
+/// loss takes it away. (Seed 497 of
 /// `sim_process_crash_or_eio_reopen_then_power_loss`.)
 #[test]
 fn bug_records_shown_after_a_process_crash_vanish_at_power_loss() {
@@ -687,7 +688,7 @@ fn bug_appends_acknowledged_after_a_process_crash_during_rollover_are_lost() {
 /// kernel marked those pages clean). `open` accepts the record, later
 /// appends go after it, and a power loss leaves a hole in the middle of the
 /// log: the reopen after it fails, or acknowledged records become unreadable.
-/// (Sweep seeds 37, 317 of `sim_process_crash_or_eio_reopen_then_power_loss`.)
+/// (Seed 277 of `sim_process_crash_or_eio_reopen_then_power_loss`.)
 #[test]
 fn bug_reopen_after_a_failed_fdatasync_trusts_the_page_cache() {
     must_hold(
@@ -722,7 +723,7 @@ fn bug_reopen_after_a_failed_fdatasync_trusts_the_page_cache() {
 /// state it read from the page cache: an ack whose journal entry was written
 /// but never `fdatasync`ed (the process died in the sync) shows as the
 /// client's position after the reopen, and a power loss takes it back.
-/// (Sweep seeds 977, 1898 of `sim_process_crash_or_eio_reopen_then_power_loss`.)
+/// (Seed 1898 of `sim_process_crash_or_eio_reopen_then_power_loss`.)
 #[test]
 fn bug_cursor_position_shown_after_a_process_crash_is_not_durable() {
     must_hold(
@@ -755,8 +756,7 @@ fn bug_cursor_position_shown_after_a_process_crash_is_not_durable() {
 /// generation from the page cache; acks after the reopen go to the journal
 /// under that generation and return `Ok`; a power loss loses the rename, and
 /// with it every one of those acks. Likewise a client whose registration was
-/// interrupted is listed after the reopen and vanishes at the power loss
-/// (sweep seeds 58, 1777).
+/// interrupted is listed after the reopen and vanishes at the power loss.
 #[test]
 fn bug_acks_after_a_process_crash_during_a_seek_are_lost() {
     must_hold(
