@@ -117,7 +117,7 @@ impl Writer {
             salt: active.salt,
             size: active.size,
         };
-        let w = Writer {
+        Writer {
             shared,
             state: Mutex::new(WState {
                 next_offset: end,
@@ -140,8 +140,7 @@ impl Writer {
             }),
             new_segment_size,
             background_spares,
-        };
-        w
+        }
     }
 
     /// The largest payload an append accepts.
