@@ -14,12 +14,6 @@
 #   DURQ_FUZZ_TARGETS    targets to run (default: all of fuzz/fuzz_targets/)
 #   DURQ_FUZZ_SANITIZER  none (default) or address
 #   DURQ_FUZZ_KEEP=1     keep the new corpus entries (printed directory)
-#   DURQ_FUZZ_SKIP_KNOWN 1 (default): step around the engine bugs already
-#                        found and reported (tests/support/fuzz_bodies.rs,
-#                        `known_bug_*`), so that the run looks for new ones;
-#                        0: strict (the committed crash-* inputs then crash at
-#                        once until those bugs are fixed). `cargo test`
-#                        replays the crash-* inputs strictly in any case.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,7 +44,6 @@ fi
 cargo fuzz --version
 
 export RUSTC_BOOTSTRAP=1
-export DURQ_FUZZ_SKIP_KNOWN=${DURQ_FUZZ_SKIP_KNOWN:-1}
 # The fuzz crate builds with its own flags into fuzz/target; a
 # CARGO_TARGET_DIR meant for the main crate would only mix the two.
 unset CARGO_TARGET_DIR

@@ -13,13 +13,11 @@
 #       covering what they cover; crash-* inputs are kept as they are.
 #
 # Like scripts/ci-fuzz.sh it uses RUSTC_BOOTSTRAP=1, debug assertions, no
-# sanitizer (DURQ_FUZZ_SANITIZER=address for AddressSanitizer), and steps
-# around the known engine bugs unless DURQ_FUZZ_SKIP_KNOWN=0.
+# sanitizer (DURQ_FUZZ_SANITIZER=address for AddressSanitizer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export RUSTC_BOOTSTRAP=1
-export DURQ_FUZZ_SKIP_KNOWN=${DURQ_FUZZ_SKIP_KNOWN:-1}
 unset CARGO_TARGET_DIR
 FLAGS=(--debug-assertions --sanitizer "${DURQ_FUZZ_SANITIZER:-none}")
 

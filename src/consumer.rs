@@ -235,6 +235,11 @@ impl Client {
         while s.leader_active {
             s = self.cond.wait(s).unwrap_or_else(|e| e.into_inner());
         }
+        if s.removed {
+            return Err(Error::NoSuchClient {
+                name: self.name.clone(),
+            });
+        }
         if let Some(r) = &s.poisoned {
             return Err(Error::Poisoned { reason: r.clone() });
         }
@@ -715,33 +720,36 @@ pub(crate) fn load_clients(
         }
         let (mut generation, mut acked, mut journal_pos) =
             (loaded.snapshot.generation, loaded.acked, loaded.journal_pos);
-        if acked > end {
-            let action = if repair {
-                generation += 1;
-                cursor::write_snapshot(
-                    storage,
-                    &files,
-                    Snapshot {
-                        generation,
-                        acked: end,
-                    },
-                )?;
-                journal_pos = 0;
-                format!(
-                    "acknowledged position {acked} is past the log's end {end}: clamped to {end}"
-                )
+        let mut journal = loaded.journal;
+        let past_end = acked > end;
+        if past_end {
+            let verb = if repair {
+                "clamped"
             } else {
-                format!(
-                    "acknowledged position {acked} is past the log's end {end}: would be clamped to {end}"
-                )
+                "would be clamped"
             };
             out.repairs.push(CursorRepair {
                 client: name.clone(),
                 file: files.slot(generation),
-                action,
+                action: format!(
+                    "acknowledged position {acked} is past the log's end {end}: {verb} to {end}"
+                ),
             });
             acked = end;
-        } else if acked < first {
+        }
+        // A new snapshot generation, above every generation seen in the
+        // journal (so stale entries can never count again), makes a clamp
+        // durable and lets a missing or damaged journal be recreated now.
+        let stale_entries = loaded.newest_entry_generation > generation;
+        if repair && (past_end || stale_entries || journal.is_none()) {
+            generation = generation.max(loaded.newest_entry_generation) + 1;
+            cursor::write_snapshot(storage, &files, Snapshot { generation, acked })?;
+            journal_pos = 0;
+            if journal.is_none() {
+                journal = Some(cursor::create_journal(storage, &files)?);
+            }
+        }
+        if !past_end && acked < first {
             out.repairs.push(CursorRepair {
                 client: name.clone(),
                 file: files.slot(generation),
@@ -754,12 +762,12 @@ pub(crate) fn load_clients(
         if repair {
             // Entries a crashed process left unsynced in the page cache were
             // just read: make them durable before the position is used.
-            if let Some(j) = &loaded.journal {
+            if let Some(j) = &journal {
                 j.sync_data()
                     .map_err(|e| Error::io("sync ack journal", files.journal(), e))?;
             }
         }
-        let client = Client::new(files, generation, acked, loaded.journal, journal_pos);
+        let client = Client::new(files, generation, acked, journal, journal_pos);
         out.clients
             .insert(name, ClientEntry::Ready(Arc::new(client)));
     }

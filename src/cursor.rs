@@ -80,10 +80,16 @@ impl Snapshot {
         if b[12..16].iter().chain(&b[32..60]).any(|&x| x != 0) {
             return Err("reserved cursor bytes are not zero".into());
         }
-        Ok(Snapshot {
+        let snap = Snapshot {
             generation: u64::from_le_bytes(b[16..24].try_into().map_err(|_| "short")?),
             acked: u64::from_le_bytes(b[24..32].try_into().map_err(|_| "short")?),
-        })
+        };
+        if snap.generation >= crate::record::MAX_COUNTER
+            || snap.acked >= crate::record::MAX_POSITION
+        {
+            return Err("cursor generation or position out of range".into());
+        }
+        Ok(snap)
     }
 }
 
@@ -116,10 +122,10 @@ pub fn decode_entry(b: &[u8]) -> Option<(u64, u64)> {
     {
         return None;
     }
-    Some((
-        u64::from_le_bytes(b[8..16].try_into().ok()?),
-        u64::from_le_bytes(b[16..24].try_into().ok()?),
-    ))
+    let generation = u64::from_le_bytes(b[8..16].try_into().ok()?);
+    let acked = u64::from_le_bytes(b[16..24].try_into().ok()?);
+    (generation < crate::record::MAX_COUNTER && acked < crate::record::MAX_POSITION)
+        .then_some((generation, acked))
 }
 
 /// The files of client `name` in the clients directory.
@@ -246,6 +252,8 @@ pub(crate) struct Loaded {
     pub journal_pos: u64,
     /// The journal, open for writing (None in read-only loads or if absent).
     pub journal: Option<Box<dyn StorageFile>>,
+    /// The highest generation of any valid journal entry.
+    pub newest_entry_generation: u64,
     /// Problems found (a damaged slot fallen back from, a damaged journal).
     pub problems: Vec<String>,
 }
@@ -318,7 +326,7 @@ pub(crate) fn load(storage: &dyn Storage, files: &ClientFiles, writable: bool) -
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             problems.push(format!(
-                "{}: ack journal missing; it will be recreated",
+                "{}: ack journal missing; recreated",
                 jpath.display()
             ));
             (None, Vec::new())
@@ -329,18 +337,29 @@ pub(crate) fn load(storage: &dyn Storage, files: &ClientFiles, writable: bool) -
     let mut journal_pos = 0u64;
     if jbytes.len() as u64 != JOURNAL_LEN && journal.is_some() {
         problems.push(format!(
-            "{}: ack journal is {} bytes, expected {JOURNAL_LEN}; it will be recreated",
+            "{}: ack journal is {} bytes, expected {JOURNAL_LEN}; recreated",
             jpath.display(),
             jbytes.len()
         ));
     }
+    let mut newest_entry_generation = 0u64;
     for (i, entry) in jbytes.chunks_exact(JOURNAL_ENTRY_LEN).enumerate() {
-        if let Some((generation, pos)) = decode_entry(entry)
-            && generation == snapshot.generation
-        {
+        let Some((generation, pos)) = decode_entry(entry) else {
+            continue;
+        };
+        newest_entry_generation = newest_entry_generation.max(generation);
+        if generation == snapshot.generation {
             acked = acked.max(pos);
             journal_pos = (i as u64 + 1) * JOURNAL_ENTRY_LEN as u64;
         }
+    }
+    if newest_entry_generation > snapshot.generation {
+        problems.push(format!(
+            "{}: holds entries of generation {newest_entry_generation}, newer than the newest valid \
+             snapshot (generation {}); they are ignored",
+            jpath.display(),
+            snapshot.generation
+        ));
     }
     let journal = if jbytes.len() as u64 == JOURNAL_LEN {
         journal
@@ -352,6 +371,7 @@ pub(crate) fn load(storage: &dyn Storage, files: &ClientFiles, writable: bool) -
         acked,
         journal_pos,
         journal,
+        newest_entry_generation,
         problems,
     })
 }

@@ -111,13 +111,22 @@ impl Shared {
         self.durable_cv.notify_all();
     }
 
+    /// Registers a new segment (replacing an empty one with the same base,
+    /// see `Writer::stage`).
     pub(crate) fn add_segment(&self, seg: Arc<Segment>) {
         self.segment_bytes
             .fetch_add(seg.meta.size, Ordering::Relaxed);
-        self.segments
+        let base = seg.meta.base;
+        let old = self
+            .segments
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(seg.meta.base, seg);
+            .insert(base, seg);
+        if let Some(old) = old {
+            self.segment_bytes
+                .fetch_sub(old.meta.size, Ordering::Relaxed);
+            self.cache.forget(base);
+        }
     }
 
     /// Forgets the segment starting at `base` (retention deletes its file).

@@ -43,6 +43,17 @@ pub const FORMAT_VERSION: u32 = 1;
 /// a smaller limit: a record must fit in one segment).
 pub const MAX_RECORD_BYTES: usize = (1 << 30) - 4096;
 
+/// Segment base offsets, segment sequence numbers and cursor generations
+/// are below this bound (2^62), and appends stop with an error before an
+/// offset reaches it: a header or cursor carrying a larger value is corrupt.
+/// It keeps every `+ 1` on them far from overflow.
+pub const MAX_COUNTER: u64 = 1 << 62;
+
+/// Record offsets and client positions are below this bound (2^63): a
+/// segment based below [`MAX_COUNTER`] cannot hold enough records to reach
+/// it, whatever its contents.
+pub const MAX_POSITION: u64 = 1 << 63;
+
 /// Rounds `n` up to the record alignment.
 pub const fn align_up(n: usize) -> usize {
     (n + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
@@ -330,6 +341,11 @@ impl SegmentHeader {
             salt: u64::from_le_bytes(word8(buf, 32)),
             segment_size: u64::from_le_bytes(word8(buf, 40)),
         };
+        if h.base_offset >= MAX_COUNTER || h.seq >= MAX_COUNTER {
+            return Err(BadSegmentHeader::Corrupt(
+                "base offset or sequence number out of range",
+            ));
+        }
         if h.segment_size < SEGMENT_HEADER_LEN as u64 {
             return Err(BadSegmentHeader::Corrupt(
                 "segment size smaller than its header",

@@ -180,6 +180,12 @@ impl Writer {
             st = self.wait(st);
         }
         let first = st.next_offset;
+        if first + payloads.len() as u64 >= record::MAX_COUNTER {
+            return Err(Error::InvalidArgument(format!(
+                "the log's offset space is exhausted (offsets stop below {})",
+                record::MAX_COUNTER
+            )));
+        }
         for (p, h) in payloads.iter().zip(hashers) {
             self.stage(&mut st, p, h);
         }
@@ -220,9 +226,17 @@ impl Writer {
     fn stage(&self, st: &mut WState, payload: &[u8], hasher: crc32fast::Hasher) {
         let n = record::encoded_len(payload.len()) as u64;
         if st.assign_pos + n > st.assign.size {
+            // An active segment that holds no record (possible only when it
+            // was created smaller than this log's segments now are) is
+            // replaced in place: same base offset and sequence number.
+            let empty = st.assign_pos == SEGMENT_HEADER_LEN as u64;
             st.assign = SegInfo {
                 base: st.next_offset,
-                seq: st.assign.seq + 1,
+                seq: if empty {
+                    st.assign.seq
+                } else {
+                    st.assign.seq + 1
+                },
                 salt: segment::random_salt(),
                 size: self.new_segment_size,
             };
@@ -291,8 +305,16 @@ impl Writer {
         chunks: Vec<Chunk>,
     ) -> std::result::Result<(), Failure> {
         for mut chunk in chunks {
-            if chunk.seg.base != leader.active.base {
+            if chunk.seg != leader.active {
                 self.roll(leader, chunk.seg)?;
+            }
+            if chunk.pos + chunk.buf.len() as u64 > leader.active.size {
+                return Err(Failure::Poison(format!(
+                    "internal error: records for bytes {}..{} do not fit a segment of {} bytes",
+                    chunk.pos,
+                    chunk.pos + chunk.buf.len() as u64,
+                    leader.active.size
+                )));
             }
             if chunk.pos != leader.tail_pos {
                 return Err(Failure::Poison(format!(

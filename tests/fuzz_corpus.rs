@@ -4,12 +4,9 @@
 //! plain `cargo test`.
 //!
 //! A few built-in inputs run too, so the test is never vacuous. Files named
-//! `crash-*` are crash inputs kept as regressions: they run strictly and fail
-//! until their bug is fixed. The other files (the coverage corpus) and the
-//! built-in inputs run with the known, reported engine bugs stepped around
-//! (see `skip_known_bugs` in `fuzz_bodies.rs`), so they fail only on new
-//! problems. To replay one file (a crash artifact, say) strictly, with its
-//! panic message and backtrace:
+//! `crash-*` are crash inputs the fuzzers found, kept as regressions for the
+//! engine bugs they showed (all fixed). To replay one file (a crash artifact,
+//! say) with its panic message and backtrace:
 //!
 //! ```text
 //! DURQ_FUZZ_TARGET=open_dir DURQ_FUZZ_INPUT=fuzz/artifacts/open_dir/crash-... \
@@ -83,25 +80,16 @@ fn replay(target: &str) {
     for path in &files {
         let data = std::fs::read(path).expect("reading a corpus file");
         count += 1;
-        // A committed crash input runs strictly: it fails until its bug is
-        // fixed. The coverage corpus steps around the known bugs, so that
-        // it reports only new failures.
-        let crash = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("crash-"));
-        fuzz_bodies::set_skip_known_bugs(Some(!crash));
         if let Err(p) = quietly(|| f(&data)) {
             failures.push(format!("{}: {p}", path.display()));
         }
     }
-    fuzz_bodies::set_skip_known_bugs(Some(true));
     for (i, data) in builtin_inputs().iter().enumerate() {
         count += 1;
         if let Err(p) = quietly(|| f(data)) {
             failures.push(format!("built-in input {i}: {p}"));
         }
     }
-    fuzz_bodies::set_skip_known_bugs(None);
     assert!(count > 0, "no inputs replayed for {target}");
     eprintln!(
         "{target}: replayed {count} inputs ({} corpus files)",
