@@ -144,22 +144,26 @@ impl Client {
                 let pos = s.journal_pos;
                 let journal = s.journal.take();
                 drop(s);
-                let result = self.write_position(log, journal, generation, pos, want);
+                let (journal, result) = self.write_position(log, journal, generation, pos, want);
                 s = self.st();
                 s.leader_active = false;
+                s.journal = if s.removed { None } else { journal };
                 match result {
-                    Ok((journal, generation, pos)) => {
-                        if s.removed {
-                            s.journal = None;
-                        } else {
-                            s.journal = Some(journal);
+                    Ok((generation, pos)) => {
+                        if !s.removed {
                             s.generation = generation;
                             s.journal_pos = pos;
                             s.durable_acked = s.durable_acked.max(want);
                         }
                     }
-                    Err(e) => {
+                    Err((e, true)) => {
                         s.poisoned = Some(e.to_string().into());
+                    }
+                    Err((e, false)) => {
+                        // Nothing changed on disk: report it to this caller;
+                        // waiting acks try again themselves.
+                        self.cond.notify_all();
+                        return Err(e);
                     }
                 }
                 self.cond.notify_all();
@@ -170,7 +174,11 @@ impl Client {
     }
 
     /// Makes `acked` durable: one journal entry and `fdatasync`, or, when the
-    /// journal is full (or missing), a new snapshot generation.
+    /// journal is full (or missing), a new snapshot generation. Returns the
+    /// journal handle (if any is left) and the new generation and journal
+    /// position, or the error and whether it leaves the durable state
+    /// uncertain (then the client must be poisoned).
+    #[allow(clippy::type_complexity)]
     fn write_position(
         &self,
         log: &Inner,
@@ -178,8 +186,16 @@ impl Client {
         generation: u64,
         pos: u64,
         acked: u64,
-    ) -> Result<(Box<dyn StorageFile>, u64, u64)> {
+    ) -> (
+        Option<Box<dyn StorageFile>>,
+        std::result::Result<(u64, u64), (Error, bool)>,
+    ) {
         let storage = &*log.shared.storage;
+        let next = generation + 1;
+        let snapshot = Snapshot {
+            generation: next,
+            acked,
+        };
         if let Some(j) = journal {
             if pos + JOURNAL_ENTRY_LEN as u64 <= JOURNAL_LEN {
                 let path = self.files.journal();
@@ -195,37 +211,34 @@ impl Client {
                     // keep showing it: overwrite it so that a reopen in this
                     // boot does not read an ack that is not on disk.
                     let _ = j.write_at(&[0u8; JOURNAL_ENTRY_LEN], pos);
-                    return Err(e);
+                    return (Some(j), Err((e, true)));
                 }
-                return Ok((j, generation, pos + JOURNAL_ENTRY_LEN as u64));
+                return (Some(j), Ok((generation, pos + JOURNAL_ENTRY_LEN as u64)));
             }
-            // Full: fold into a new snapshot and reuse the journal from its start.
-            let next = generation + 1;
-            cursor::write_snapshot(
-                storage,
-                &self.files,
-                Snapshot {
-                    generation: next,
-                    acked,
-                },
-            )?;
-            return Ok((j, next, 0));
+            // Full: fold into a new snapshot and reuse the journal from its
+            // start. A failure before the rename (say the disk is full)
+            // changes nothing and can be retried by a later ack.
+            return match cursor::write_snapshot(storage, &self.files, snapshot) {
+                Ok(()) => (Some(j), Ok((next, 0))),
+                Err(e) => (Some(j), Err((e.error, e.renamed))),
+            };
         }
         // No journal (it was missing or damaged): recreate it after a snapshot.
-        let next = generation + 1;
-        cursor::write_snapshot(
-            storage,
-            &self.files,
-            Snapshot {
-                generation: next,
-                acked,
-            },
-        )?;
-        let j = cursor::create_journal(storage, &self.files)?;
-        storage
-            .sync_dir(&self.files.dir)
-            .map_err(|e| Error::io("sync directory", &self.files.dir, e))?;
-        Ok((j, next, 0))
+        if let Err(e) = cursor::write_snapshot(storage, &self.files, snapshot) {
+            return (None, Err((e.error, e.renamed)));
+        }
+        let created = cursor::create_journal(storage, &self.files).and_then(|j| {
+            storage
+                .sync_dir(&self.files.dir)
+                .map_err(|e| Error::io("sync directory", &self.files.dir, e))?;
+            Ok(j)
+        });
+        match created {
+            Ok(j) => (Some(j), Ok((next, 0))),
+            // The snapshot is durable but the journal is not there: the
+            // in-memory state no longer matches the disk's.
+            Err(e) => (None, Err((e, true))),
+        }
     }
 
     /// Moves the position to `offset` durably (a new snapshot generation);

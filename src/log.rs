@@ -836,7 +836,7 @@ fn create_first_segment(storage: &dyn Storage, dir: &Path, size: u64) -> Result<
     let meta = SegmentMeta {
         base: 0,
         seq: 0,
-        salt: segment::random_salt(),
+        salt: storage.new_salt(),
         size,
         path: path.clone(),
     };

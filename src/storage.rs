@@ -81,6 +81,13 @@ pub trait Storage: fmt::Debug + Send + Sync + 'static {
 
     /// Whether `path` names an existing directory.
     fn is_dir(&self, path: &Path) -> bool;
+
+    /// A random, non-zero salt for a new segment. The default draws fresh
+    /// randomness; a simulated disk can return seeded values so that a
+    /// failing scenario replays exactly.
+    fn new_salt(&self) -> u64 {
+        crate::segment::random_salt()
+    }
 }
 
 /// One open file.

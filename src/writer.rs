@@ -237,7 +237,7 @@ impl Writer {
                 } else {
                     st.assign.seq + 1
                 },
-                salt: segment::random_salt(),
+                salt: self.shared.storage.new_salt(),
                 size: self.new_segment_size,
             };
             st.assign_pos = SEGMENT_HEADER_LEN as u64;

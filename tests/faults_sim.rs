@@ -169,3 +169,36 @@ fn bit_flip_on_read_is_reported_with_file_and_position() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
+
+#[test]
+fn disk_full_during_a_journal_fold_fails_that_ack_cleanly() {
+    let disk = SimDisk::new(6);
+    let log = Options::new()
+        .segment_size(1 << 20)
+        .background_preallocation(false)
+        .storage(Arc::new(disk.clone()))
+        .open(DIR)
+        .unwrap();
+    let entries = durq::cursor::JOURNAL_LEN / durq::cursor::JOURNAL_ENTRY_LEN as u64;
+    log.append_batch((0..entries + 10).map(|i| i.to_le_bytes()))
+        .unwrap();
+    let c = log.consumer("c").unwrap();
+    for _ in 0..entries {
+        c.next().unwrap().unwrap().ack().unwrap();
+    }
+    // The journal is full: the next ack folds into a new snapshot file,
+    // which cannot be created while the disk is full.
+    disk.set_disk_full(true);
+    let m = c.next().unwrap().unwrap();
+    assert_eq!(m.offset(), entries);
+    assert!(m.ack().is_err());
+    disk.set_disk_full(false);
+    // Not poisoned: the next ack folds and succeeds, covering the failed one.
+    let m = c.next().unwrap().unwrap();
+    assert_eq!(m.offset(), entries + 1);
+    m.ack().unwrap();
+    drop((c, log));
+    disk.power_loss();
+    let log = opts(&disk).open(DIR).unwrap();
+    assert_eq!(log.consumer("c").unwrap().acked(), entries + 2);
+}

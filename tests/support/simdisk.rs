@@ -193,6 +193,8 @@ struct Inner {
     rng: SplitMix64,
     /// Drives `list_dir` order (kept apart so listing does not perturb loss).
     list_rng: SplitMix64,
+    /// Segment salts (a stream of their own, like listing order).
+    salt_rng: SplitMix64,
     dirs: BTreeMap<PathBuf, Dir>,
     inodes: BTreeMap<u64, Inode>,
     next_ino: u64,
@@ -547,6 +549,7 @@ impl SimDisk {
             seed,
             rng: SplitMix64(seed),
             list_rng: SplitMix64(seed ^ 0xA076_1D64_78BD_642F),
+            salt_rng: SplitMix64(seed ^ 0xE703_7ED1_A0B4_28DB),
             dirs,
             inodes: BTreeMap::new(),
             next_ino: 1,
@@ -978,6 +981,11 @@ impl Storage for SimDisk {
     fn is_dir(&self, path: &Path) -> bool {
         let g = self.lock();
         !g.dead && g.dirs.contains_key(&norm(path))
+    }
+
+    /// Seeded salts, so that a scenario replays exactly from its seed.
+    fn new_salt(&self) -> u64 {
+        self.lock().salt_rng.next_u64() | 1
     }
 }
 
