@@ -494,7 +494,7 @@ fn add_torn_tail(u: &mut Unstructured<'_>, buf: &mut Vec<u8>, size: usize, salt:
     for _ in 0..1 + small(u, 4) {
         let len = small(u, 100) as usize;
         let payload = take(u, len).to_vec();
-        let offset = next + (write.len() as u64 % 7);
+        let offset = next.wrapping_add(write.len() as u64 % 7);
         record::encode_into(
             &mut write,
             salt,
