@@ -19,7 +19,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{RawFile, run_threads, scratch};
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 
 const THREADS: [usize; 4] = [1, 4, 16, 64];
 
@@ -92,7 +94,10 @@ fn append_batch(c: &mut Criterion) {
 
     let log = common::durq_log(&dir.path().join("durq"));
     g.bench_function("durq_append_batch", |b| {
-        b.iter(|| log.append_batch(std::iter::repeat_n(&payload[..], 100)).unwrap())
+        b.iter(|| {
+            log.append_batch(std::iter::repeat_n(&payload[..], 100))
+                .unwrap()
+        })
     });
     drop(log);
 

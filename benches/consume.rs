@@ -71,7 +71,9 @@ fn consume(c: &mut Criterion) {
                         std::hint::black_box(m.payload().len());
                         msgs.push(m);
                     }
-                    consumer.ack_until(msgs.last().unwrap().offset() + 1).unwrap();
+                    consumer
+                        .ack_until(msgs.last().unwrap().offset() + 1)
+                        .unwrap();
                     msgs.clear();
                 }
                 start.elapsed()

@@ -47,7 +47,12 @@ fn open(c: &mut Criterion) {
     }
     for segments in [10usize, 1000] {
         let path = dir.path().join(format!("tail-{segments}"));
-        drop(common::durq_with_segments_and_tail(&path, segments, SEGMENT_SIZE, TAIL_RECORDS));
+        drop(common::durq_with_segments_and_tail(
+            &path,
+            segments,
+            SEGMENT_SIZE,
+            TAIL_RECORDS,
+        ));
         let options = durq::Options::new().background_preallocation(false);
         g.bench_function(BenchmarkId::new("with_64MiB_tail", segments), |b| {
             b.iter_custom(|iters| {

@@ -49,7 +49,12 @@ fn rss_child(path: &Path) {
     let scanned = common::rss_kib();
     println!(
         "RSS {} {} {} {} {} {} {n}",
-        before.0, opened.0, scanned.0, scanned.1, scanned.2, log.segments().len()
+        before.0,
+        opened.0,
+        scanned.0,
+        scanned.1,
+        scanned.2,
+        log.segments().len()
     );
 }
 
@@ -65,7 +70,9 @@ fn rss_of(path: &Path) -> Vec<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("RSS "))
         .unwrap_or_else(|| panic!("RSS child failed: {}", String::from_utf8_lossy(&out.stderr)));
-    line.split_whitespace().map(|x| x.parse().unwrap()).collect()
+    line.split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect()
 }
 
 struct Results {
@@ -147,8 +154,14 @@ fn main() {
             round + 1,
             started.elapsed().as_secs_f64()
         );
-        res.push("raw_128B_a", cli::raw_sync_for(&mut raw, cli::RAW_RECORD_BYTES, slot).unwrap());
-        res.push("durq_1", cli::durq_append_for(&log_append, 1, LEN, slot, false).unwrap());
+        res.push(
+            "raw_128B_a",
+            cli::raw_sync_for(&mut raw, cli::RAW_RECORD_BYTES, slot).unwrap(),
+        );
+        res.push(
+            "durq_1",
+            cli::durq_append_for(&log_append, 1, LEN, slot, false).unwrap(),
+        );
         let mut s16 = cli::durq_append_for(&log_append, 16, LEN, slot, true).unwrap();
         p99_16.push(s16.latency_quantile(0.99).unwrap().as_secs_f64() * 1e3);
         res.push("durq_16", s16);
@@ -156,9 +169,18 @@ fn main() {
         p99_64.push(s64.latency_quantile(0.99).unwrap().as_secs_f64() * 1e3);
         p50_64.push(s64.latency_quantile(0.5).unwrap().as_secs_f64() * 1e3);
         res.push("durq_64", s64);
-        res.push("raw_128B_b", cli::raw_sync_for(&mut raw, cli::RAW_RECORD_BYTES, slot).unwrap());
-        res.push("sqlite_1", common::sqlite_insert_threads_for(&sq_append, 1, LEN, slot));
-        res.push("sqlite_64", common::sqlite_insert_threads_for(&sq_append, 64, LEN, slot));
+        res.push(
+            "raw_128B_b",
+            cli::raw_sync_for(&mut raw, cli::RAW_RECORD_BYTES, slot).unwrap(),
+        );
+        res.push(
+            "sqlite_1",
+            common::sqlite_insert_threads_for(&sq_append, 1, LEN, slot),
+        );
+        res.push(
+            "sqlite_64",
+            common::sqlite_insert_threads_for(&sq_append, 64, LEN, slot),
+        );
 
         res.push(
             "durq_batch_100",
@@ -170,10 +192,15 @@ fn main() {
         );
         res.push(
             "sqlite_batch_100",
-            common::repeat_for(slot, 100, || common::sqlite_insert_batch(&sq_batch, &payload, 100)),
+            common::repeat_for(slot, 100, || {
+                common::sqlite_insert_batch(&sq_batch, &payload, 100)
+            }),
         );
 
-        res.push("raw_1MiB", cli::raw_sync_for(&mut raw_big, MIB, slot).unwrap());
+        res.push(
+            "raw_1MiB",
+            cli::raw_sync_for(&mut raw_big, MIB, slot).unwrap(),
+        );
         res.push(
             "durq_1MiB",
             common::repeat_for(slot, 1, || {
@@ -185,7 +212,10 @@ fn main() {
             "durq_ack_each",
             cli::durq_consume_ack_for(&log_ack, &consumer_ack, LEN, slot).unwrap(),
         );
-        res.push("sqlite_consume", common::sqlite_consume_for(&sq_consume, LEN, slot));
+        res.push(
+            "sqlite_consume",
+            common::sqlite_consume_for(&sq_consume, LEN, slot),
+        );
         res.push(
             "durq_batch_consumer_100",
             cli::durq_consume_batch_for(&log_bc, &consumer_bc, 100, LEN, slot / 2).unwrap(),
@@ -246,8 +276,18 @@ fn main() {
     // 400,000 records, which recovery scans.
     let t10 = d.join("tail-10");
     let t1000 = d.join("tail-1000");
-    drop(common::durq_with_segments_and_tail(&t10, 10, SMALL_SEGMENT, 400_000));
-    drop(common::durq_with_segments_and_tail(&t1000, 1000, SMALL_SEGMENT, 400_000));
+    drop(common::durq_with_segments_and_tail(
+        &t10,
+        10,
+        SMALL_SEGMENT,
+        400_000,
+    ));
+    drop(common::durq_with_segments_and_tail(
+        &t1000,
+        1000,
+        SMALL_SEGMENT,
+        400_000,
+    ));
     let big_options = durq::Options::new().background_preallocation(false);
     let mut tail10 = Vec::new();
     let mut tail1000 = Vec::new();
@@ -287,16 +327,56 @@ fn main() {
             if r >= target { "yes" } else { "**no**" }
         );
     };
-    row("1 producer vs raw fdatasync (128 B)", "durq_1", &raw_ab, 0.9);
+    row(
+        "1 producer vs raw fdatasync (128 B)",
+        "durq_1",
+        &raw_ab,
+        0.9,
+    );
     row("16 producers vs raw", "durq_16", &raw_ab, 5.0);
     row("64 producers vs raw", "durq_64", &raw_ab, 20.0);
-    row("64 producers vs SQLite, 64 threads", "durq_64", &["sqlite_64"], 15.0);
-    row("append_batch of 100 vs SQLite 100/txn", "durq_batch_100", &["sqlite_batch_100"], 1.0);
-    row("1 MiB records vs raw 1 MiB pwrite+fdatasync", "durq_1MiB", &["raw_1MiB"], 0.8);
-    row("1 consumer, next+ack each vs SQLite txn/message", "durq_ack_each", &["sqlite_consume"], 1.0);
-    row("batch consumer (100) vs SQLite txn/message", "durq_batch_consumer_100", &["sqlite_consume"], 100.0);
-    row("batch consumer (1,000) vs SQLite txn/message", "durq_batch_consumer_1000", &["sqlite_consume"], 100.0);
-    row("scan with CRC vs SQLite SELECT in order", "durq_scan", &["sqlite_scan"], 4.0);
+    row(
+        "64 producers vs SQLite, 64 threads",
+        "durq_64",
+        &["sqlite_64"],
+        15.0,
+    );
+    row(
+        "append_batch of 100 vs SQLite 100/txn",
+        "durq_batch_100",
+        &["sqlite_batch_100"],
+        1.0,
+    );
+    row(
+        "1 MiB records vs raw 1 MiB pwrite+fdatasync",
+        "durq_1MiB",
+        &["raw_1MiB"],
+        0.8,
+    );
+    row(
+        "1 consumer, next+ack each vs SQLite txn/message",
+        "durq_ack_each",
+        &["sqlite_consume"],
+        1.0,
+    );
+    row(
+        "batch consumer (100) vs SQLite txn/message",
+        "durq_batch_consumer_100",
+        &["sqlite_consume"],
+        100.0,
+    );
+    row(
+        "batch consumer (1,000) vs SQLite txn/message",
+        "durq_batch_consumer_1000",
+        &["sqlite_consume"],
+        100.0,
+    );
+    row(
+        "scan with CRC vs SQLite SELECT in order",
+        "durq_scan",
+        &["sqlite_scan"],
+        4.0,
+    );
     let p99 = median(&p99_64);
     println!(
         "| p99 append latency, 64 producers | {p99:.2} ms | | | <= 4 ms | {} |",

@@ -426,11 +426,7 @@ pub fn run(
     };
     let slot = (duration / (rounds * workloads)).max(Duration::from_millis(50));
     let mut rows = [
-        Row::new(
-            "raw_fdatasync",
-            "raw pwrite+fdatasync, 128 B",
-            "writes/s",
-        ),
+        Row::new("raw_fdatasync", "raw pwrite+fdatasync, 128 B", "writes/s"),
         Row::new("append_1_thread", "durq append, 1 thread", "records/s"),
         Row::new("append_16_threads", "durq append, 16 threads", "records/s"),
         Row::new("consume_ack", "durq next+ack, 1 consumer", "messages/s"),
@@ -536,9 +532,7 @@ fn group(x: f64) -> String {
         return "-".into();
     }
     let s = format!("{x:.0}");
-    let (sign, digits) = s
-        .strip_prefix('-')
-        .map_or(("", s.as_str()), |d| ("-", d));
+    let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i) % 3 == 0 {
