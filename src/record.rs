@@ -161,6 +161,20 @@ pub fn record_crc(salt: u64, header20: &[u8], payload: &crc32fast::Hasher) -> u3
     h.finalize()
 }
 
+/// Payloads up to this size are checksummed in one pass with the header
+/// (cheaper than `Hasher::combine`, which costs ~100 ns whatever the size).
+pub const INLINE_CRC_MAX: usize = 4096;
+
+/// The record checksum computed in one pass over salt, header and payload
+/// (the same value as [`record_crc`] with the payload's hasher).
+fn record_crc_bytes(salt: u64, header20: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&salt.to_le_bytes());
+    h.update(header20);
+    h.update(payload);
+    h.finalize()
+}
+
 /// A CRC-32 state over `payload`, to be combined into a record checksum.
 /// Computing it outside any lock keeps large payloads off the critical path.
 pub fn payload_hasher(payload: &[u8]) -> crc32fast::Hasher {
@@ -176,7 +190,7 @@ pub fn verify(header: &RecordHeader, salt: u64, payload: &[u8]) -> Result<(), In
     }
     let mut h20 = [0u8; 20];
     write_header20(&mut h20, header.len, header.offset, header.flags);
-    if record_crc(salt, &h20, &payload_hasher(payload)) == header.crc {
+    if record_crc_bytes(salt, &h20, payload) == header.crc {
         Ok(())
     } else {
         Err(Invalid::Checksum)
@@ -238,7 +252,11 @@ pub fn encode_into(
     let len = payload.len() as u32;
     let mut h20 = [0u8; 20];
     write_header20(&mut h20, len, offset, flags);
-    let crc = record_crc(salt, &h20, payload_crc);
+    let crc = if payload.len() <= INLINE_CRC_MAX {
+        record_crc_bytes(salt, &h20, payload)
+    } else {
+        record_crc(salt, &h20, payload_crc)
+    };
     out.extend_from_slice(&h20);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(payload);
@@ -257,7 +275,13 @@ pub fn set_flags(
     payload_crc: &crc32fast::Hasher,
 ) {
     buf[pos + 16..pos + 20].copy_from_slice(&flags.to_le_bytes());
-    let crc = record_crc(salt, &buf[pos..pos + 20], payload_crc);
+    let len = u32::from_le_bytes(word4(buf, pos + 4)) as usize;
+    let crc = if len <= INLINE_CRC_MAX {
+        let start = pos + RECORD_HEADER_LEN;
+        record_crc_bytes(salt, &buf[pos..pos + 20], &buf[start..start + len])
+    } else {
+        record_crc(salt, &buf[pos..pos + 20], payload_crc)
+    };
     buf[pos + 20..pos + 24].copy_from_slice(&crc.to_le_bytes());
 }
 

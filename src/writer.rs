@@ -58,10 +58,20 @@ struct WState {
     chunks: Vec<Chunk>,
     staged_bytes: usize,
     leader_active: bool,
+    /// Number of the batch now being staged; the leader takes it whole.
+    batch: u64,
+    /// Appenders waiting for staging space.
+    space_waiters: usize,
+    /// Threads parked until batch `b` is durable, in `parked[b % 2]`.
+    parked: [Vec<std::thread::Thread>; 2],
     durable_end: u64,
     poisoned: Option<Arc<str>>,
     abort_epoch: u64,
     abort_reason: Option<Arc<str>>,
+    /// `abort_floors[e]`: the durable end when abort number `e + 1`
+    /// happened; every offset at or above it assigned before that abort
+    /// was dropped (and may since have been assigned again).
+    abort_floors: Vec<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -93,7 +103,14 @@ enum Failure {
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     state: Mutex<WState>,
-    cond: Condvar,
+    /// `WState::durable_end`, readable without the lock: a parked
+    /// appender woken by the leader checks it and returns without touching
+    /// the state lock (no convoy of woken threads on the mutex).
+    durable: std::sync::atomic::AtomicU64,
+    /// `WState::abort_epoch`, readable without the lock.
+    epoch: std::sync::atomic::AtomicU64,
+    /// Appenders waiting for staging space.
+    space: Condvar,
     leader: Mutex<LeaderState>,
     new_segment_size: u64,
     background_spares: bool,
@@ -126,12 +143,18 @@ impl Writer {
                 chunks: Vec::new(),
                 staged_bytes: 0,
                 leader_active: false,
+                batch: 0,
+                space_waiters: 0,
+                parked: [Vec::new(), Vec::new()],
                 durable_end: end,
                 poisoned: None,
                 abort_epoch: 0,
                 abort_reason: None,
+                abort_floors: Vec::new(),
             }),
-            cond: Condvar::new(),
+            durable: std::sync::atomic::AtomicU64::new(end),
+            epoch: std::sync::atomic::AtomicU64::new(0),
+            space: Condvar::new(),
             leader: Mutex::new(LeaderState {
                 file,
                 active: info,
@@ -164,8 +187,17 @@ impl Writer {
             total += record::encoded_len(p.len());
         }
         // Checksum the payloads before taking the lock.
-        let hashers: Vec<crc32fast::Hasher> =
-            payloads.iter().map(|p| record::payload_hasher(p)).collect();
+        // (Small payloads are checksummed in one pass while encoding.)
+        let hashers: Vec<crc32fast::Hasher> = payloads
+            .iter()
+            .map(|p| {
+                if p.len() > record::INLINE_CRC_MAX {
+                    record::payload_hasher(p)
+                } else {
+                    crc32fast::Hasher::new()
+                }
+            })
+            .collect();
 
         let mut st = lock(&self.state);
         loop {
@@ -177,7 +209,9 @@ impl Writer {
             if st.staged_bytes == 0 || st.staged_bytes + total <= MAX_STAGED_BYTES {
                 break;
             }
-            st = self.wait(st);
+            st.space_waiters += 1;
+            st = self.space.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.space_waiters -= 1;
         }
         let first = st.next_offset;
         if first + payloads.len() as u64 >= record::MAX_COUNTER {
@@ -191,19 +225,27 @@ impl Writer {
         }
         let my_end = st.next_offset;
         let my_epoch = st.abort_epoch;
+        let my_batch = st.batch;
         if payloads.is_empty() {
             return Ok(first..first);
         }
         loop {
-            if st.durable_end >= my_end {
-                return Ok(first..my_end);
-            }
             if st.abort_epoch != my_epoch {
+                // An abort happened after we staged: our records survived it
+                // only if they were durable by then. (Checked before the
+                // durable end: offsets are handed out again after an abort,
+                // so a later durable end may cover someone else's records.)
+                if my_end <= st.abort_floors[my_epoch as usize] {
+                    return Ok(first..my_end);
+                }
                 let reason = st
                     .abort_reason
                     .clone()
                     .unwrap_or_else(|| "append aborted".into());
                 return Err(Error::AppendFailed { reason });
+            }
+            if st.durable_end >= my_end {
+                return Ok(first..my_end);
             }
             if let Some(reason) = &st.poisoned {
                 return Err(Error::Poisoned {
@@ -211,15 +253,36 @@ impl Writer {
                 });
             }
             if !st.leader_active {
-                st = self.lead(st);
+                self.lead(st);
+                st = lock(&self.state);
                 continue;
             }
-            st = self.wait(st);
+            // Our records are in batch `my_batch` (being written, or staged
+            // for the next flush): park until its leader wakes us, either
+            // because the batch is durable or to lead the next flush.
+            st.parked[(my_batch % 2) as usize].push(std::thread::current());
+            drop(st);
+            std::thread::park();
+            // Durable end first, then the epoch: if no abort happened by the
+            // time we read the epoch, none happened before the durable end
+            // covered our records.
+            if self.durable.load(std::sync::atomic::Ordering::Acquire) >= my_end
+                && self.epoch.load(std::sync::atomic::Ordering::Acquire) == my_epoch
+            {
+                return Ok(first..my_end);
+            }
+            st = lock(&self.state);
         }
     }
 
-    fn wait<'a>(&self, st: MutexGuard<'a, WState>) -> MutexGuard<'a, WState> {
-        self.cond.wait(st).unwrap_or_else(|e| e.into_inner())
+    /// Wakes every waiter (abort, poison).
+    fn wake_everyone(&self, st: &mut WState) {
+        for list in &mut st.parked {
+            for t in list.drain(..) {
+                t.unpark();
+            }
+        }
+        self.space.notify_all();
     }
 
     /// Encodes one record into the staging area, assigning its offset.
@@ -266,19 +329,42 @@ impl Writer {
     }
 
     /// Takes everything staged, writes and syncs it, publishes the result.
-    fn lead<'a>(&'a self, mut st: MutexGuard<'a, WState>) -> MutexGuard<'a, WState> {
+    fn lead(&self, mut st: MutexGuard<'_, WState>) {
         let chunks = std::mem::take(&mut st.chunks);
         st.staged_bytes = 0;
         st.leader_active = true;
+        let batch = st.batch;
+        st.batch += 1;
+        let space_waiters = st.space_waiters > 0;
         drop(st);
-        // Appenders held back by the staging bound may stage again.
-        self.cond.notify_all();
+        if space_waiters {
+            // Appenders held back by the staging bound may stage again.
+            self.space.notify_all();
+        }
         let mut leader = lock(&self.leader);
-        let outcome = self.write_chunks(&mut leader, chunks);
+        let outcome = self.write_chunks(&mut leader, chunks, batch);
         let mut st = lock(&self.state);
         st.leader_active = false;
         match outcome {
-            Ok(()) => {}
+            Ok(()) => {
+                // Everyone in this batch is durable; one waiter of the next
+                // batch (if any) takes over as leader: wake it first.
+                let cohort = std::mem::take(&mut st.parked[(batch % 2) as usize]);
+                let next = if st.chunks.is_empty() {
+                    None
+                } else {
+                    st.parked[((batch + 1) % 2) as usize].pop()
+                };
+                drop(st);
+                drop(leader);
+                if let Some(t) = next {
+                    t.unpark();
+                }
+                for t in cohort {
+                    t.unpark();
+                }
+                return;
+            }
             Err(Failure::Poison(reason)) => {
                 st.poisoned = Some(reason.into());
             }
@@ -290,21 +376,26 @@ impl Writer {
                 st.next_offset = st.durable_end;
                 st.assign = leader.active;
                 st.assign_pos = leader.tail_pos;
+                let floor = st.durable_end;
+                st.abort_floors.push(floor);
                 st.abort_epoch += 1;
+                self.epoch
+                    .store(st.abort_epoch, std::sync::atomic::Ordering::Release);
                 st.abort_reason = Some(reason.into());
             }
         }
         drop(leader);
-        self.cond.notify_all();
-        st
+        self.wake_everyone(&mut st);
     }
 
     fn write_chunks(
         &self,
         leader: &mut LeaderState,
         chunks: Vec<Chunk>,
+        batch: u64,
     ) -> std::result::Result<(), Failure> {
-        for mut chunk in chunks {
+        let n = chunks.len();
+        for (i, mut chunk) in chunks.into_iter().enumerate() {
             if chunk.seg != leader.active {
                 self.roll(leader, chunk.seg)?;
             }
@@ -357,9 +448,20 @@ impl Writer {
             }
             let mut st = lock(&self.state);
             st.durable_end = chunk.end_offset;
+            self.durable
+                .store(chunk.end_offset, std::sync::atomic::Ordering::Release);
+            let partial = if i + 1 < n {
+                // Part of the batch is durable (it spans a rollover): wake
+                // the batch; those not yet covered park again.
+                std::mem::take(&mut st.parked[(batch % 2) as usize])
+            } else {
+                Vec::new()
+            };
             drop(st);
             self.shared.publish(chunk.end_offset);
-            self.cond.notify_all();
+            for t in partial {
+                t.unpark();
+            }
         }
         Ok(())
     }
