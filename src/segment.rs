@@ -355,17 +355,19 @@ impl OpenSegment {
         let start = pos + RECORD_HEADER_LEN as u64;
         let len = header.len as usize;
         let next = pos + header.encoded_len() as u64;
+        let check = |payload: &[u8]| {
+            record::verify(&header, meta.salt, payload).map_err(|why| {
+                Error::corrupt(
+                    &meta.path,
+                    pos,
+                    format!("record {offset}: {}", why.describe()),
+                )
+            })
+        };
         let record = match &self.map {
             Some(m) => {
                 let s = start as usize;
-                let payload = &(**m).as_ref()[s..s + len];
-                record::verify(&header, meta.salt, payload).map_err(|why| {
-                    Error::corrupt(
-                        &meta.path,
-                        pos,
-                        format!("record {offset}: {}", why.describe()),
-                    )
-                })?;
+                check(&(**m).as_ref()[s..s + len])?;
                 Record {
                     bytes: RecordBytes::Mapped {
                         map: m.clone(),
@@ -376,13 +378,7 @@ impl OpenSegment {
             }
             None => {
                 let payload = self.read_bytes(meta, start, len)?.into_owned();
-                record::verify(&header, meta.salt, &payload).map_err(|why| {
-                    Error::corrupt(
-                        &meta.path,
-                        pos,
-                        format!("record {offset}: {}", why.describe()),
-                    )
-                })?;
+                check(&payload)?;
                 Record {
                     bytes: RecordBytes::Owned(payload),
                 }
