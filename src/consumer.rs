@@ -673,13 +673,11 @@ pub(crate) fn load_clients(
     }
     out.removed_temp_files.sort();
     out.unknown_files.sort();
-    let mut dir_dirty = false;
     if repair {
         for t in &out.removed_temp_files {
             storage
                 .remove_file(t)
                 .map_err(|e| Error::io("remove leftover", t, e))?;
-            dir_dirty = true;
         }
     }
     for (name, files_of) in by_client {
@@ -693,7 +691,6 @@ pub(crate) fn load_clients(
                 storage
                     .remove_file(&journal)
                     .map_err(|e| Error::io("remove unfinished client", &journal, e))?;
-                dir_dirty = true;
             }
             out.repairs.push(CursorRepair {
                 client: name.clone(),
@@ -784,8 +781,9 @@ pub(crate) fn load_clients(
         out.clients
             .insert(name, ClientEntry::Ready(Arc::new(client)));
     }
-    if repair || dir_dirty {
-        // Likewise for snapshot renames a crashed process did not sync.
+    if repair {
+        // Makes the removals above durable, and the snapshot renames a
+        // crashed process did not sync.
         storage
             .sync_dir(&dir)
             .map_err(|e| Error::io("sync directory", &dir, e))?;

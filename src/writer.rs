@@ -186,8 +186,8 @@ impl Writer {
             }
             total += record::encoded_len(p.len());
         }
-        // Checksum the payloads before taking the lock.
-        // (Small payloads are checksummed in one pass while encoding.)
+        // Checksum large payloads before taking the lock; small ones are
+        // checksummed in one pass with their header while being encoded.
         let hashers: Vec<crc32fast::Hasher> = payloads
             .iter()
             .map(|p| {
