@@ -225,7 +225,8 @@ fn main() {
             cli::durq_consume_batch_for(&log_bc, &consumer_bc, 1000, LEN, slot / 2).unwrap(),
         );
 
-        res.push("durq_scan", {
+        res.push("durq_scan", cli::durq_scan_for(&log_scan, slot).unwrap());
+        res.push("durq_iter", {
             let t = Instant::now();
             let mut n = 0;
             while t.elapsed() < slot {
@@ -372,8 +373,14 @@ fn main() {
         100.0,
     );
     row(
-        "scan with CRC vs SQLite SELECT in order",
+        "scan with CRC (Log::scan) vs SQLite SELECT in order",
         "durq_scan",
+        &["sqlite_scan"],
+        4.0,
+    );
+    row(
+        "scan with CRC (Log::iter, a Record each) vs SQLite SELECT in order",
+        "durq_iter",
         &["sqlite_scan"],
         4.0,
     );

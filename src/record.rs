@@ -7,16 +7,20 @@
 //! a multiple of 8 bytes; every record starts 8-byte aligned.
 //!
 //! ```text
-//! 0      4      8              16     20     24
-//! +------+------+--------------+------+------+---------------- - - -+-----+
-//! |magic | len  |   offset     |flags | crc  | payload (len bytes)    | pad |
-//! +------+------+--------------+------+------+---------------- - - -+-----+
+//! 0      4      8      12     16             24
+//! +------+------+------+------+--------------+---------------- - - -+-----+
+//! |magic | crc  | len  |flags |   offset     | payload (len bytes)    | pad |
+//! +------+------+------+------+--------------+---------------- - - -+-----+
+//!               |<------------- covered by crc ------------------------->|
 //! ```
 //!
-//! `crc` is CRC-32 (IEEE, `crc32fast`) over the segment's 8-byte salt, header
-//! bytes 0..20 and the payload. The non-zero magic means an all-zero region
-//! never parses as a record; the salt binds a record to its segment and the
-//! offset field binds it to its place in the log.
+//! `crc` is CRC-32 (IEEE, `crc32fast`) over the segment's 8-byte salt
+//! followed by the record's bytes from byte 8 to its padded end: one
+//! contiguous span, so a reader checks a record in one pass over the bytes
+//! as they lie in the segment. The non-zero magic means an all-zero region
+//! never parses as a record (the magic itself is compared exactly, so the
+//! checksum need not cover it); the salt binds a record to its segment and
+//! the offset field binds it to its place in the log.
 
 /// Bytes of a record header.
 pub const RECORD_HEADER_LEN: usize = 24;
@@ -37,7 +41,10 @@ pub const SEGMENT_HEADER_LEN: usize = 64;
 /// The first eight bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"\x89DURQ\r\n\x1a";
 /// The segment format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Where the checksummed span of a record starts (after magic and crc).
+pub const CRC_SPAN_START: usize = 8;
 
 /// The largest payload any durq log accepts (a log with smaller segments has
 /// a smaller limit: a record must fit in one segment).
@@ -55,11 +62,13 @@ pub const MAX_COUNTER: u64 = 1 << 62;
 pub const MAX_POSITION: u64 = 1 << 63;
 
 /// Rounds `n` up to the record alignment.
+#[inline]
 pub const fn align_up(n: usize) -> usize {
     (n + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
 }
 
 /// Total bytes a record with a payload of `payload_len` bytes occupies.
+#[inline]
 pub const fn encoded_len(payload_len: usize) -> usize {
     RECORD_HEADER_LEN + align_up(payload_len)
 }
@@ -79,11 +88,13 @@ pub struct RecordHeader {
 
 impl RecordHeader {
     /// Total bytes this record occupies in the segment.
+#[inline]
     pub fn encoded_len(&self) -> usize {
         encoded_len(self.len as usize)
     }
 
     /// Whether the record is a placeholder for a record lost to damage.
+#[inline]
     pub fn is_lost(&self) -> bool {
         self.flags & FLAG_LOST != 0
     }
@@ -125,6 +136,7 @@ impl Invalid {
 /// Parses the header at the start of `buf`. `room` is how many bytes remain
 /// in the segment from the header's first byte; a length that does not fit
 /// is rejected.
+#[inline]
 pub fn parse_header(buf: &[u8], room: usize) -> Result<RecordHeader, Invalid> {
     if buf.len() < RECORD_HEADER_LEN || room < RECORD_HEADER_LEN {
         return Err(Invalid::Short);
@@ -133,14 +145,14 @@ pub fn parse_header(buf: &[u8], room: usize) -> Result<RecordHeader, Invalid> {
     if magic != RECORD_MAGIC {
         return Err(Invalid::Magic);
     }
-    let len = u32::from_le_bytes(word4(buf, 4));
-    let offset = u64::from_le_bytes(word8(buf, 8));
-    let flags = u32::from_le_bytes(word4(buf, 16));
-    let crc = u32::from_le_bytes(word4(buf, 20));
+    let crc = u32::from_le_bytes(word4(buf, 4));
+    let len = u32::from_le_bytes(word4(buf, 8));
+    let flags = u32::from_le_bytes(word4(buf, 12));
+    let offset = u64::from_le_bytes(word8(buf, 16));
     if flags & !KNOWN_FLAGS != 0 {
         return Err(Invalid::Flags);
     }
-    if (len as usize) > room - RECORD_HEADER_LEN {
+    if encoded_len(len as usize) > room {
         return Err(Invalid::Length);
     }
     Ok(RecordHeader {
@@ -151,27 +163,35 @@ pub fn parse_header(buf: &[u8], room: usize) -> Result<RecordHeader, Invalid> {
     })
 }
 
-/// Computes a record's checksum from the salt, the first 20 header bytes and
-/// the payload's own running CRC (see [`payload_hasher`]).
-pub fn record_crc(salt: u64, header20: &[u8], payload: &crc32fast::Hasher) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&salt.to_le_bytes());
-    h.update(header20);
-    h.combine(payload);
+/// The checksum state a segment's salt gives: every record checksum in the
+/// segment continues from it. Readers compute it once per segment.
+pub fn salt_seed(salt: u64) -> u32 {
+    crc32fast::hash(&salt.to_le_bytes())
+}
+
+/// Payloads up to this size are checksummed in one pass over the encoded
+/// record; larger ones have their payload checksummed before the writer's
+/// lock is taken and combined (`Hasher::combine` costs ~100 ns whatever the
+/// size, so it only pays off for large payloads).
+pub const INLINE_CRC_MAX: usize = 4096;
+
+/// The checksum of an encoded record whose bytes from [`CRC_SPAN_START`] to
+/// its padded end are `span`.
+#[inline]
+fn span_crc(seed: u32, span: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(seed);
+    h.update(span);
     h.finalize()
 }
 
-/// Payloads up to this size are checksummed in one pass with the header
-/// (cheaper than `Hasher::combine`, which costs ~100 ns whatever the size).
-pub const INLINE_CRC_MAX: usize = 4096;
-
-/// The record checksum computed in one pass over salt, header and payload
-/// (the same value as [`record_crc`] with the payload's hasher).
-fn record_crc_bytes(salt: u64, header20: &[u8], payload: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&salt.to_le_bytes());
-    h.update(header20);
-    h.update(payload);
+/// The checksum of a record from its covered header bytes, its payload's
+/// own CRC state and its padding length (for payloads too large to hash
+/// under the writer's lock).
+fn combined_crc(seed: u32, header16: &[u8], payload: &crc32fast::Hasher, pad: usize) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(seed);
+    h.update(header16);
+    h.combine(payload);
+    h.update(&[0u8; RECORD_ALIGN][..pad]);
     h.finalize()
 }
 
@@ -183,14 +203,38 @@ pub fn payload_hasher(payload: &[u8]) -> crc32fast::Hasher {
     h
 }
 
-/// Checks a parsed header against its payload bytes and the segment's salt.
-pub fn verify(header: &RecordHeader, salt: u64, payload: &[u8]) -> Result<(), Invalid> {
-    if payload.len() != header.len as usize {
+/// Checks a parsed header against the record's encoded bytes (`record` is
+/// the whole record, header and padding included, `header.encoded_len()`
+/// bytes), given the segment's [`salt_seed`].
+#[inline]
+pub fn check(header: &RecordHeader, seed: u32, record: &[u8]) -> Result<(), Invalid> {
+    if record.len() != header.encoded_len() {
         return Err(Invalid::Length);
     }
-    let mut h20 = [0u8; 20];
-    write_header20(&mut h20, header.len, header.offset, header.flags);
-    if record_crc_bytes(salt, &h20, payload) == header.crc {
+    if span_crc(seed, &record[CRC_SPAN_START..]) == header.crc {
+        Ok(())
+    } else {
+        Err(Invalid::Checksum)
+    }
+}
+
+/// [`check`] for a record read in two pieces: its 24 header bytes and its
+/// body (payload and padding, `header.encoded_len() - 24` bytes).
+pub fn check_split(
+    header: &RecordHeader,
+    seed: u32,
+    header_bytes: &[u8],
+    body: &[u8],
+) -> Result<(), Invalid> {
+    if header_bytes.len() != RECORD_HEADER_LEN
+        || RECORD_HEADER_LEN + body.len() != header.encoded_len()
+    {
+        return Err(Invalid::Length);
+    }
+    let mut h = crc32fast::Hasher::new_with_initial(seed);
+    h.update(&header_bytes[CRC_SPAN_START..]);
+    h.update(body);
+    if h.finalize() == header.crc {
         Ok(())
     } else {
         Err(Invalid::Checksum)
@@ -216,29 +260,56 @@ impl Decoded {
 /// Decodes and fully checks the record starting at `pos` of `segment` (the
 /// whole segment's bytes, header included).
 pub fn decode(segment: &[u8], pos: usize, salt: u64) -> Result<Decoded, Invalid> {
+    decode_seeded(segment, pos, salt_seed(salt))
+}
+
+/// [`decode`] with the segment's [`salt_seed`] computed once by the caller.
+pub fn decode_seeded(segment: &[u8], pos: usize, seed: u32) -> Result<Decoded, Invalid> {
     if pos >= segment.len() {
         return Err(Invalid::Short);
     }
     let header = parse_header(&segment[pos..], segment.len() - pos)?;
-    let payload_start = pos + RECORD_HEADER_LEN;
-    let payload = &segment[payload_start..payload_start + header.len as usize];
-    verify(&header, salt, payload)?;
+    check(&header, seed, &segment[pos..pos + header.encoded_len()])?;
     Ok(Decoded {
         header,
-        payload_start,
+        payload_start: pos + RECORD_HEADER_LEN,
     })
 }
 
-fn write_header20(out: &mut [u8; 20], len: u32, offset: u64, flags: u32) {
+fn write_header(out: &mut [u8], crc: u32, len: u32, offset: u64, flags: u32) {
     out[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
-    out[4..8].copy_from_slice(&len.to_le_bytes());
-    out[8..16].copy_from_slice(&offset.to_le_bytes());
-    out[16..20].copy_from_slice(&flags.to_le_bytes());
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out[8..12].copy_from_slice(&len.to_le_bytes());
+    out[12..16].copy_from_slice(&flags.to_le_bytes());
+    out[16..24].copy_from_slice(&offset.to_le_bytes());
+}
+
+/// Fills in the checksum of the record encoded at `pos` of `buf`.
+/// `payload_crc` is the payload's CRC state, used (instead of hashing the
+/// bytes again) for payloads above [`INLINE_CRC_MAX`].
+fn seal(buf: &mut [u8], pos: usize, salt: u64, payload_crc: &crc32fast::Hasher) {
+    let len = u32::from_le_bytes(word4(buf, pos + 8)) as usize;
+    let end = pos + encoded_len(len);
+    let seed = salt_seed(salt);
+    let crc = if len <= INLINE_CRC_MAX {
+        span_crc(seed, &buf[pos + CRC_SPAN_START..end])
+    } else {
+        let pad = align_up(len) - len;
+        combined_crc(
+            seed,
+            &buf[pos + CRC_SPAN_START..pos + RECORD_HEADER_LEN],
+            payload_crc,
+            pad,
+        )
+    };
+    buf[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Appends one encoded record to `out` (which must currently end at an
 /// aligned position relative to the segment) and returns the position of its
-/// header within `out`.
+/// header within `out`. `payload_crc` must be [`payload_hasher`] of the
+/// payload when it is larger than [`INLINE_CRC_MAX`] (it is ignored
+/// otherwise).
 pub fn encode_into(
     out: &mut Vec<u8>,
     salt: u64,
@@ -249,24 +320,17 @@ pub fn encode_into(
 ) -> usize {
     debug_assert!(payload.len() <= MAX_RECORD_BYTES);
     let start = out.len();
-    let len = payload.len() as u32;
-    let mut h20 = [0u8; 20];
-    write_header20(&mut h20, len, offset, flags);
-    let crc = if payload.len() <= INLINE_CRC_MAX {
-        record_crc_bytes(salt, &h20, payload)
-    } else {
-        record_crc(salt, &h20, payload_crc)
-    };
-    out.extend_from_slice(&h20);
-    out.extend_from_slice(&crc.to_le_bytes());
+    let mut header = [0u8; RECORD_HEADER_LEN];
+    write_header(&mut header, 0, payload.len() as u32, offset, flags);
+    out.extend_from_slice(&header);
     out.extend_from_slice(payload);
-    let padded = start + encoded_len(payload.len());
-    out.resize(padded, 0);
+    out.resize(start + encoded_len(payload.len()), 0);
+    seal(out, start, salt, payload_crc);
     start
 }
 
 /// Rewrites the flags (and so the checksum) of the record encoded at `pos`
-/// in `buf`, given its payload's CRC state.
+/// in `buf`, given its payload's CRC state (as for [`encode_into`]).
 pub fn set_flags(
     buf: &mut [u8],
     pos: usize,
@@ -274,15 +338,8 @@ pub fn set_flags(
     flags: u32,
     payload_crc: &crc32fast::Hasher,
 ) {
-    buf[pos + 16..pos + 20].copy_from_slice(&flags.to_le_bytes());
-    let len = u32::from_le_bytes(word4(buf, pos + 4)) as usize;
-    let crc = if len <= INLINE_CRC_MAX {
-        let start = pos + RECORD_HEADER_LEN;
-        record_crc_bytes(salt, &buf[pos..pos + 20], &buf[start..start + len])
-    } else {
-        record_crc(salt, &buf[pos..pos + 20], payload_crc)
-    };
-    buf[pos + 20..pos + 24].copy_from_slice(&crc.to_le_bytes());
+    buf[pos + 12..pos + 16].copy_from_slice(&flags.to_le_bytes());
+    seal(buf, pos, salt, payload_crc);
 }
 
 /// A decoded segment header.
@@ -375,6 +432,11 @@ impl SegmentHeader {
                 "segment size smaller than its header",
             ));
         }
+        if !h.segment_size.is_multiple_of(RECORD_ALIGN as u64) {
+            return Err(BadSegmentHeader::Corrupt(
+                "segment size is not a multiple of the record alignment",
+            ));
+        }
         Ok(h)
     }
 }
@@ -410,7 +472,8 @@ mod tests {
 
     #[test]
     fn record_round_trips_and_is_aligned() {
-        for len in [0usize, 1, 7, 8, 9, 100, 1000] {
+        // Both checksum paths: one pass, and combined for large payloads.
+        for len in [0usize, 1, 7, 8, 9, 100, 1000, INLINE_CRC_MAX + 1, 5003] {
             let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let buf = enc(42, 7, 0, &payload);
             assert_eq!(buf.len() % RECORD_ALIGN, 0);
@@ -434,14 +497,15 @@ mod tests {
         let buf = enc(1, 5, 0, b"hello");
         assert_eq!(decode(&buf, 0, 2), Err(Invalid::Checksum));
         let mut moved = buf.clone();
-        moved[8..16].copy_from_slice(&6u64.to_le_bytes());
+        moved[16..24].copy_from_slice(&6u64.to_le_bytes());
         assert_eq!(decode(&moved, 0, 1), Err(Invalid::Checksum));
     }
 
     #[test]
     fn every_single_bit_flip_is_detected() {
+        // 18 payload bytes and 6 of padding: every bit is covered.
         let buf = enc(99, 3, FLAG_END_OF_WRITE, b"some payload bytes");
-        let used = RECORD_HEADER_LEN + 18;
+        let used = encoded_len(18);
         for bit in 0..used * 8 {
             let mut b = buf.clone();
             b[bit / 8] ^= 1 << (bit % 8);
@@ -455,7 +519,7 @@ mod tests {
     #[test]
     fn garbage_length_is_rejected_not_trusted() {
         let mut buf = enc(9, 0, 0, b"x");
-        buf[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        buf[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode(&buf, 0, 9), Err(Invalid::Length));
     }
 
@@ -485,10 +549,10 @@ mod tests {
             Err(BadSegmentHeader::Corrupt(_))
         ));
         let mut future = b;
-        future[8..12].copy_from_slice(&2u32.to_le_bytes());
+        future[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         assert_eq!(
             SegmentHeader::decode(&future),
-            Err(BadSegmentHeader::Version(2))
+            Err(BadSegmentHeader::Version(FORMAT_VERSION + 1))
         );
         assert!(matches!(
             SegmentHeader::decode(&[0u8; 64]),

@@ -142,6 +142,7 @@ pub(crate) fn scan_segment(bytes: &[u8], meta_base: u64, salt: u64) -> Scan {
     let mut pos = SEGMENT_HEADER_LEN;
     let mut offset = meta_base;
     let size = bytes.len();
+    let seed = record::salt_seed(salt);
     loop {
         if pos + RECORD_HEADER_LEN > size {
             // The segment is full (or too small for another header).
@@ -151,7 +152,7 @@ pub(crate) fn scan_segment(bytes: &[u8], meta_base: u64, salt: u64) -> Scan {
             });
             return finish(offset, pos, problem);
         }
-        match record::decode(bytes, pos, salt) {
+        match record::decode_seeded(bytes, pos, seed) {
             Ok(d) if d.header.offset == offset => {
                 pos += d.header.encoded_len();
                 offset += 1;

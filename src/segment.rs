@@ -195,6 +195,8 @@ struct SparseIndex {
 /// An open segment: its file, optional memory map and sparse index.
 pub(crate) struct OpenSegment {
     file: Box<dyn StorageFile>,
+    /// The checksum seed of the segment's salt ([`record::salt_seed`]).
+    seed: u32,
     map: Option<Mapping>,
     index: Mutex<SparseIndex>,
 }
@@ -255,6 +257,7 @@ impl Segment {
         }
         let open = Arc::new(OpenSegment {
             file,
+            seed: record::salt_seed(self.meta.salt),
             map,
             index: Mutex::new(SparseIndex::default()),
         });
@@ -301,33 +304,17 @@ impl OpenSegment {
     }
 
     /// Reads and checks the header of the record at `pos`, which must hold
-    /// `offset`.
+    /// `offset`. Returns it with its 24 bytes.
     pub(crate) fn header_at(
         &self,
         meta: &SegmentMeta,
         pos: u64,
         offset: u64,
-    ) -> Result<record::RecordHeader> {
+    ) -> Result<(record::RecordHeader, std::borrow::Cow<'_, [u8]>)> {
         let room = meta.size.saturating_sub(pos) as usize;
         let bytes = self.read_bytes(meta, pos, RECORD_HEADER_LEN.min(room))?;
-        let header = record::parse_header(&bytes, room).map_err(|why| {
-            Error::corrupt(
-                &meta.path,
-                pos,
-                format!("expected record {offset} here: {}", why.describe()),
-            )
-        })?;
-        if header.offset != offset {
-            return Err(Error::corrupt(
-                &meta.path,
-                pos,
-                format!(
-                    "expected record {offset} here, found record {}",
-                    header.offset
-                ),
-            ));
-        }
-        Ok(header)
+        let header = expect_header(meta, pos, offset, &bytes, room)?;
+        Ok((header, bytes))
     }
 
     /// Reads and fully checks the record at `pos`, which must hold `offset`.
@@ -338,52 +325,45 @@ impl OpenSegment {
         pos: u64,
         offset: u64,
     ) -> Result<(Record, u64)> {
-        let header = self.header_at(meta, pos, offset)?;
+        let bad = |why: record::Invalid| {
+            Error::corrupt(
+                &meta.path,
+                pos,
+                format!("record {offset}: {}", why.describe()),
+            )
+        };
+        let (header, header_bytes) = self.header_at(meta, pos, offset)?;
+        let len = header.len as usize;
+        let next = pos + header.encoded_len() as u64;
+        let start = pos as usize + RECORD_HEADER_LEN;
+        let record = match &self.map {
+            Some(m) => {
+                let whole = &(**m).as_ref()[pos as usize..next as usize];
+                record::check(&header, self.seed, whole).map_err(bad)?;
+                Record {
+                    bytes: RecordBytes::Mapped {
+                        map: m.clone(),
+                        start,
+                        end: start + len,
+                    },
+                }
+            }
+            None => {
+                let body_len = header.encoded_len() - RECORD_HEADER_LEN;
+                let mut body = self.read_bytes(meta, start as u64, body_len)?.into_owned();
+                record::check_split(&header, self.seed, &header_bytes, &body).map_err(bad)?;
+                body.truncate(len);
+                Record {
+                    bytes: RecordBytes::Owned(body),
+                }
+            }
+        };
         if header.is_lost() {
-            record::verify(&header, meta.salt, &[]).map_err(|why| {
-                Error::corrupt(
-                    &meta.path,
-                    pos,
-                    format!("record {offset}: {}", why.describe()),
-                )
-            })?;
             return Err(Error::Lost {
                 offset,
                 path: meta.path.clone(),
             });
         }
-        let start = pos + RECORD_HEADER_LEN as u64;
-        let len = header.len as usize;
-        let next = pos + header.encoded_len() as u64;
-        let check = |payload: &[u8]| {
-            record::verify(&header, meta.salt, payload).map_err(|why| {
-                Error::corrupt(
-                    &meta.path,
-                    pos,
-                    format!("record {offset}: {}", why.describe()),
-                )
-            })
-        };
-        let record = match &self.map {
-            Some(m) => {
-                let s = start as usize;
-                check(&(**m).as_ref()[s..s + len])?;
-                Record {
-                    bytes: RecordBytes::Mapped {
-                        map: m.clone(),
-                        start: s,
-                        end: s + len,
-                    },
-                }
-            }
-            None => {
-                let payload = self.read_bytes(meta, start, len)?.into_owned();
-                check(&payload)?;
-                Record {
-                    bytes: RecordBytes::Owned(payload),
-                }
-            }
-        };
         Ok((record, next))
     }
 
@@ -406,7 +386,7 @@ impl OpenSegment {
             let mut pos = idx.positions[slot];
             drop(idx);
             while off < offset {
-                pos += self.header_at(meta, pos, off)?.encoded_len() as u64;
+                pos += self.header_at(meta, pos, off)?.0.encoded_len() as u64;
                 off += 1;
             }
             return Ok(pos);
@@ -415,7 +395,7 @@ impl OpenSegment {
         let (mut off, mut pos) = (f_off, f_pos);
         while off < offset {
             debug_assert!(off < limit);
-            pos += self.header_at(meta, pos, off)?.encoded_len() as u64;
+            pos += self.header_at(meta, pos, off)?.0.encoded_len() as u64;
             off += 1;
             if (off - meta.base).is_multiple_of(INDEX_STRIDE) {
                 idx.positions.push(pos);
@@ -424,6 +404,111 @@ impl OpenSegment {
         }
         Ok(pos)
     }
+
+    /// Walks the checked records of this segment from `pos` (which holds
+    /// `offset`) up to offset `limit`, calling `f` with each offset and
+    /// payload borrowed from the memory map (or read into a buffer per
+    /// record when the segment is not mapped). Stops early when `f`
+    /// breaks. Returns the offset after the last record given
+    /// to `f` and whether `f` broke.
+    pub(crate) fn scan<F>(
+        &self,
+        meta: &SegmentMeta,
+        mut pos: u64,
+        mut offset: u64,
+        limit: u64,
+        f: &mut F,
+    ) -> Result<ScanStep>
+    where
+        F: FnMut(u64, &[u8]) -> std::ops::ControlFlow<()>,
+    {
+        // Mapped: one slice for the whole walk (the map is at least
+        // `meta.size` long, checked when it was opened).
+        let mapped: Option<&[u8]> = self.map.as_ref().map(|m| (**m).as_ref());
+        while offset < limit {
+            let buffered;
+            let (header, whole): (record::RecordHeader, &[u8]) = match mapped {
+                Some(bytes) => {
+                    let p = (pos as usize).min(bytes.len());
+                    let size = (meta.size as usize).min(bytes.len());
+                    let room = size.saturating_sub(p);
+                    let header = expect_header(meta, pos, offset, &bytes[p..p + room], room)?;
+                    (header, &bytes[p..p + header.encoded_len()])
+                }
+                None => {
+                    let (header, _) = self.header_at(meta, pos, offset)?;
+                    buffered = self.read_bytes(meta, pos, header.encoded_len())?;
+                    (header, &buffered)
+                }
+            };
+            record::check(&header, self.seed, whole).map_err(|why| {
+                Error::corrupt(
+                    &meta.path,
+                    pos,
+                    format!("record {offset}: {}", why.describe()),
+                )
+            })?;
+            if header.is_lost() {
+                return Err(Error::Lost {
+                    offset,
+                    path: meta.path.clone(),
+                });
+            }
+            let payload = &whole[RECORD_HEADER_LEN..RECORD_HEADER_LEN + header.len as usize];
+            let flow = f(offset, payload);
+            offset += 1;
+            pos += header.encoded_len() as u64;
+            if flow.is_break() {
+                return Ok(ScanStep {
+                    offset,
+                    broke: true,
+                });
+            }
+        }
+        Ok(ScanStep {
+            offset,
+            broke: false,
+        })
+    }
+}
+
+/// Parses the record header at the start of `bytes` (`room` bytes remain
+/// in the segment from `pos`), which must hold `offset`.
+#[inline]
+fn expect_header(
+    meta: &SegmentMeta,
+    pos: u64,
+    offset: u64,
+    bytes: &[u8],
+    room: usize,
+) -> Result<record::RecordHeader> {
+    let header = record::parse_header(bytes, room).map_err(|why| {
+        Error::corrupt(
+            &meta.path,
+            pos,
+            format!("expected record {offset} here: {}", why.describe()),
+        )
+    })?;
+    if header.offset != offset {
+        return Err(Error::corrupt(
+            &meta.path,
+            pos,
+            format!(
+                "expected record {offset} here, found record {}",
+                header.offset
+            ),
+        ));
+    }
+    Ok(header)
+}
+
+/// Where [`OpenSegment::scan`] stopped.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScanStep {
+    /// The offset after the last record handed out.
+    pub offset: u64,
+    /// Whether the callback asked to stop.
+    pub broke: bool,
 }
 
 /// A bounded set of open segment handles, least recently opened evicted

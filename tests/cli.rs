@@ -413,7 +413,7 @@ fn tear_tail(seg: &Path) {
     let end = b.iter().rposition(|&x| x != 0).expect("records") + 1;
     let end = end.div_ceil(8) * 8;
     b[end..end + 4].copy_from_slice(&durq::record::RECORD_MAGIC.to_le_bytes());
-    b[end + 4..end + 8].copy_from_slice(&100u32.to_le_bytes());
+    b[end + 8..end + 12].copy_from_slice(&100u32.to_le_bytes());
     b[end + 24..end + 60].fill(0x55);
     std::fs::write(seg, b).expect("write");
 }
@@ -533,6 +533,30 @@ fn salvage_keeps_every_readable_record_and_reports_the_lost_offsets() {
     assert_eq!(got, want);
     let o = durq(&["dump", p(&dir), "--from", "2", "--count", "3"]);
     assert_eq!(stdout(&o), "2\tmsg-2\n3\t(lost)\n4\tmsg-4\n");
+    {
+        // The borrowing scan stops at a placeholder with `Error::Lost`, and
+        // a new scan goes on from the next offset.
+        let log = durq::Log::open(&dir).expect("open");
+        let mut seen = Vec::new();
+        let err = log
+            .scan(0, |off, _| {
+                seen.push(off);
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap_err();
+        assert!(matches!(err, durq::Error::Lost { offset: 3, .. }), "{err}");
+        assert_eq!(seen, vec![0, 1, 2]);
+        let mut count = 0;
+        let err = log
+            .scan(4, |off, bytes| {
+                assert_eq!(bytes, format!("msg-{off}").as_bytes());
+                count += 1;
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap_err();
+        assert!(matches!(err, durq::Error::Lost { offset: 299, .. }), "{err}");
+        assert_eq!(count, 295);
+    }
     let o = durq_with_stdin(&["append", p(&dir)], b"new\n");
     assert_eq!(stdout(&o), "300\n");
 }

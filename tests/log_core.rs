@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -210,7 +211,7 @@ fn torn_tail_garbage_length_field_is_cut_not_fatal() {
     let lens = [50, 50, 50];
     let seg = log_with(tmp.path(), &lens);
     let p = position_of(&lens, 2);
-    patch(&seg, p + 4, &0xFFFF_FFF0u32.to_le_bytes());
+    patch(&seg, p + 8, &0xFFFF_FFF0u32.to_le_bytes());
     let log = small(1 << 16).open(tmp.path()).unwrap();
     assert_eq!(log.end(), 2);
     let torn = log.recovery_report().torn_tail.clone().unwrap();
@@ -306,6 +307,78 @@ fn flipped_bit_in_sealed_segment_is_reported_with_file_and_position() {
     let results: Vec<_> = log.iter(0).collect();
     assert_eq!(results.len() as u64, base + 4);
     assert!(results.last().unwrap().is_err());
+    // So does the borrowing scan, after handing out every record before it,
+    // with and without memory maps.
+    drop(log);
+    for mmap in [true, false] {
+        let log = small(4096).use_mmap(mmap).open(dir).unwrap();
+        let mut seen = 0u64;
+        let err = log
+            .scan(0, |off, _| {
+                assert_eq!(off, seen);
+                seen += 1;
+                ControlFlow::Continue(())
+            })
+            .unwrap_err();
+        assert_eq!(seen, base + 3);
+        assert!(
+            matches!(&err, Error::Corrupt { path, position, .. } if path == victim && *position == p as u64),
+            "{err}"
+        );
+        // Starting past the damage reads on to the end.
+        let mut after = 0u64;
+        let end = log
+            .scan(base + 4, |_, _| {
+                after += 1;
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!((end, after), (n, n - base - 4));
+    }
+}
+
+#[test]
+fn scan_borrows_every_record_in_order_and_stops_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = 3000u64;
+    {
+        let log = small(8192).open(tmp.path()).unwrap();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+            log.append_batch(chunk.iter().map(|&i| payload(i))).unwrap();
+        }
+    }
+    for mmap in [true, false] {
+        let log = small(8192).use_mmap(mmap).open(tmp.path()).unwrap();
+        assert!(log.segments().len() > 20);
+        for from in [0, 1, 63, 64, 65, 1234, n - 1, n, n + 5] {
+            let mut next = from;
+            let end = log
+                .scan(from, |off, bytes| {
+                    assert_eq!(off, next);
+                    assert_eq!(bytes, &payload(off)[..], "record {off}");
+                    next += 1;
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            assert_eq!(end, n.max(from));
+            assert_eq!(next, n.max(from));
+        }
+        // Break after the record at 1500: the return value is the offset
+        // after the last record visited.
+        let mut visited = Vec::new();
+        let end = log
+            .scan(1490, |off, _| {
+                visited.push(off);
+                if off == 1500 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert_eq!(end, 1501);
+        assert_eq!(visited, (1490..=1500).collect::<Vec<_>>());
+    }
 }
 
 #[test]
@@ -435,12 +508,20 @@ fn segment_of_future_format_version_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     drop(Log::open(tmp.path()).unwrap());
     let seg = segment_files(tmp.path())[0].clone();
-    patch(&seg, 8, &2u32.to_le_bytes());
-    let err = Log::open(tmp.path()).unwrap_err();
-    assert!(
-        matches!(&err, Error::UnsupportedVersion { found: 2, supported: 1, path } if path == &seg),
-        "{err}"
-    );
+    let current = durq::record::FORMAT_VERSION;
+    // A future version, and version 1 (the record layout before the
+    // checksum covered one contiguous span): both refused, nothing changed.
+    for found in [current + 1, 1] {
+        patch(&seg, 8, &found.to_le_bytes());
+        let before = fs::read(&seg).unwrap();
+        let err = Log::open(tmp.path()).unwrap_err();
+        assert!(
+            matches!(&err, Error::UnsupportedVersion { found: f, supported, path }
+                if *f == found && *supported == current && path == &seg),
+            "{err}"
+        );
+        assert_eq!(fs::read(&seg).unwrap(), before);
+    }
 }
 
 #[test]
