@@ -441,12 +441,14 @@ impl SegmentHeader {
     }
 }
 
+#[inline]
 fn word4(buf: &[u8], at: usize) -> [u8; 4] {
     let mut w = [0u8; 4];
     w.copy_from_slice(&buf[at..at + 4]);
     w
 }
 
+#[inline]
 fn word8(buf: &[u8], at: usize) -> [u8; 8] {
     let mut w = [0u8; 8];
     w.copy_from_slice(&buf[at..at + 8]);
