@@ -187,17 +187,14 @@ impl Writer {
             total += record::encoded_len(p.len());
         }
         // Checksum large payloads before taking the lock; small ones are
-        // checksummed in one pass with their header while being encoded.
-        let hashers: Vec<crc32fast::Hasher> = payloads
-            .iter()
-            .map(|p| {
-                if p.len() > record::INLINE_CRC_MAX {
-                    record::payload_hasher(p)
-                } else {
-                    crc32fast::Hasher::new()
-                }
-            })
-            .collect();
+        // checksummed in one pass with their header while being encoded
+        // (and need no hasher, so the common case allocates nothing here).
+        let hashers: Vec<crc32fast::Hasher> =
+            if payloads.iter().any(|p| p.len() > record::INLINE_CRC_MAX) {
+                payloads.iter().map(|p| record::payload_hasher(p)).collect()
+            } else {
+                Vec::new()
+            };
 
         let mut st = lock(&self.state);
         loop {
@@ -220,7 +217,9 @@ impl Writer {
                 record::MAX_COUNTER
             )));
         }
-        for (p, h) in payloads.iter().zip(hashers) {
+        let mut hashers = hashers.into_iter();
+        for p in payloads {
+            let h = hashers.next().unwrap_or_default();
             self.stage(&mut st, p, h);
         }
         let my_end = st.next_offset;
