@@ -484,10 +484,11 @@ fn salvage_keeps_every_readable_record_and_reports_the_lost_offsets() {
     // Also the last record of the last segment, written whole: damage.
     let last = segs.last().expect("last");
     let base: u64 = last
-        .file_stem()
+        .file_name()
         .and_then(|s| s.to_str())
-        .and_then(|s| s.parse().ok())
-        .expect("base");
+        .and_then(durq::names::parse_segment_file_name)
+        .expect("base")
+        .0;
     flip_bit(last, record_pos(base, 299, 7) + 25);
 
     // Without --salvage: reported, nothing changed, exit 1.
@@ -554,7 +555,10 @@ fn salvage_keeps_every_readable_record_and_reports_the_lost_offsets() {
                 std::ops::ControlFlow::Continue(())
             })
             .unwrap_err();
-        assert!(matches!(err, durq::Error::Lost { offset: 299, .. }), "{err}");
+        assert!(
+            matches!(err, durq::Error::Lost { offset: 299, .. }),
+            "{err}"
+        );
         assert_eq!(count, 295);
     }
     let o = durq_with_stdin(&["append", p(&dir)], b"new\n");
