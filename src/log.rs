@@ -465,8 +465,17 @@ impl Log {
                 dir.display()
             )));
         }
-        refuse_foreign_directory(&*storage, dir)?;
         let lock_path = dir.join(names::LOCK_FILE);
+        // A directory holding the lock file has held a durq log: nothing is
+        // created by locking it, and recovery (which lists it under the
+        // lock) refuses an old-format log before changing anything. Only
+        // another directory is listed here, before the lock file is made:
+        // listing a directory of many segments costs more than anything
+        // else opening does.
+        let had_lock_file = storage.exists(&lock_path);
+        if !had_lock_file {
+            refuse_foreign_directory(&*storage, dir)?;
+        }
         let lock_guard = storage.try_lock(&lock_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
                 Error::Locked {
@@ -478,6 +487,11 @@ impl Log {
         })?;
         let mut recovered = recovery::recover(&*storage, dir, Mode::Repair)?;
         if recovered.segments.is_empty() {
+            if had_lock_file {
+                // Not checked before locking: no log is created among
+                // someone else's files either.
+                refuse_foreign_directory(&*storage, dir)?;
+            }
             let meta = create_first_segment(&*storage, dir, options.segment_size)?;
             recovered.tail_pos = SEGMENT_HEADER_LEN as u64;
             recovered.report.created = true;
