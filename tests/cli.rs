@@ -588,6 +588,28 @@ fn salvage_recreates_a_missing_middle_segment() {
 }
 
 #[test]
+fn verify_reports_a_damaged_sealed_header_that_open_does_not_read() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = make_log(tmp.path(), 600, "4K");
+    let segs = segment_files(&dir);
+    assert!(segs.len() >= 3, "{segs:?}");
+    // Break the header checksum of a sealed segment (a byte of its salt).
+    flip_bit(&segs[1], 33);
+    // Opening the log reads only the last segment's header: appending works.
+    let o = durq_with_stdin(&["append", p(&dir)], b"more\n");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // verify reads everything and names the file.
+    let o = durq(&["verify", p(&dir)]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.contains(segs[1].to_str().expect("utf-8")) && l.contains("checksum")),
+        "{out}"
+    );
+}
+
+#[test]
 fn json_outputs_parse_and_have_the_documented_shape() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = make_log(tmp.path(), 20, "4K");
