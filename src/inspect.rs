@@ -304,7 +304,7 @@ impl LogView {
             }
             return Err(Error::InvalidArgument(format!(
                 "{} is not a durq log: it holds no segment files \
-                 (NNNNNNNNNNNNNNNNNNNN-NNNNNNNNNNNNNNNNNNNN.seg)",
+                 (BASE-SEQ.seg)",
                 dir.display()
             )));
         }
