@@ -54,7 +54,7 @@ fn rss_child(path: &Path) {
         scanned.0,
         scanned.1,
         scanned.2,
-        log.segments().len()
+        log.segments().unwrap().len()
     );
 }
 

@@ -203,7 +203,10 @@ fn cmd_check(dir: &Path, expect: &[PathBuf]) -> ExitCode {
     };
     let (first, end) = (log.first_offset(), log.end());
     let report = log.recovery_report();
-    println!("end {end} first {first} segments {}", log.segments().len());
+    println!(
+        "end {end} first {first} segments {}",
+        log.segments().expect("segments").len()
+    );
     println!(
         "recovery: clean {} torn_tail {} removed_temp_files {} unknown_files {} cursor_repairs {}",
         report.is_clean(),

@@ -229,22 +229,25 @@ impl std::fmt::Debug for LogView {
 pub fn existing_segment_size(dir: &Path) -> Option<u64> {
     let storage = FsStorage;
     let names = storage.list_dir(dir).ok()?;
-    let base = names
+    let (base, seq) = names
         .iter()
         .filter_map(|n| names::parse_segment_file_name(n))
         .max()?;
-    let path = dir.join(names::segment_file_name(base));
-    recovery::read_segment_meta(&storage, &path, base)
+    let path = dir.join(names::segment_file_name(base, seq));
+    recovery::read_segment_meta(&storage, &path, base, seq)
         .ok()
         .map(|m| m.size)
 }
 
-/// Whether `dir` holds at least one segment file (a durq log). Reads only.
+/// Whether `dir` holds at least one segment file (a durq log), counting
+/// files named as format version 1 named them (opening such a log then
+/// reports its version). Reads only.
 pub fn is_log_dir(dir: &Path) -> bool {
     FsStorage.list_dir(dir).is_ok_and(|names| {
-        names
-            .iter()
-            .any(|n| names::parse_segment_file_name(n).is_some())
+        names.iter().any(|n| {
+            names::parse_segment_file_name(n).is_some()
+                || names::parse_format1_segment_file_name(n).is_some()
+        })
     })
 }
 
@@ -273,13 +276,16 @@ impl LogView {
             .list_dir(dir)
             .map_err(|e| Error::io("open log directory", dir, e))?;
         let mut bases = Vec::new();
+        let mut format1 = Vec::new();
         let mut temps = Vec::new();
         let mut unknown = Vec::new();
         let mut has_lock_file = false;
         let mut has_salvage = false;
         for name in &listing {
-            if let Some(base) = names::parse_segment_file_name(name) {
-                bases.push(base);
+            if let Some(pair) = names::parse_segment_file_name(name) {
+                bases.push(pair);
+            } else if names::parse_format1_segment_file_name(name).is_some() {
+                format1.push(dir.join(name));
             } else if name.ends_with(names::TEMP_SUFFIX) {
                 temps.push(dir.join(name));
             } else if name == names::LOCK_FILE {
@@ -290,9 +296,15 @@ impl LogView {
                 unknown.push(dir.join(name));
             }
         }
+        format1.sort();
         if bases.is_empty() {
+            if let Some(old) = format1.first() {
+                // A log of format version 1: say so.
+                return Err(recovery::format1_error(&*storage, old));
+            }
             return Err(Error::InvalidArgument(format!(
-                "{} is not a durq log: it holds no segment files (NNNNNNNNNNNNNNNNNNNN.seg)",
+                "{} is not a durq log: it holds no segment files \
+                 (BASE-SEQ.seg)",
                 dir.display()
             )));
         }
@@ -336,9 +348,17 @@ impl LogView {
 
         let mut segments = Vec::with_capacity(bases.len());
         let mut header_problems = Vec::new();
-        for base in bases {
-            let path = dir.join(names::segment_file_name(base));
-            match recovery::read_segment_meta(&*storage, &path, base) {
+        // Segment files named as format version 1 named them cannot be
+        // read by this version: each is a problem naming the file.
+        for path in &format1 {
+            let e = recovery::format1_error(&*storage, path);
+            header_problems.push(error_finding("segment_header", path, &e));
+        }
+        for (base, seq) in bases {
+            // Every header is read here (views read everything): one that
+            // disagrees with its file name is a problem naming the file.
+            let path = dir.join(names::segment_file_name(base, seq));
+            match recovery::read_segment_meta(&*storage, &path, base, seq) {
                 Ok(m) => segments.push(m),
                 Err(e) => header_problems.push(error_finding("segment_header", &path, &e)),
             }
@@ -1041,7 +1061,7 @@ impl LogView {
                 lost.len()
             ));
         }
-        let path = self.dir.join(names::segment_file_name(base));
+        let path = self.dir.join(names::segment_file_name(base, prev.seq + 1));
         let action = SalvageAction {
             kind: "recreated",
             segment: path.clone(),

@@ -38,7 +38,6 @@ pub(crate) struct Shared {
     durable_end: AtomicU64,
     durable_lock: Mutex<u64>,
     durable_cv: Condvar,
-    segment_bytes: AtomicU64,
     /// `durq.end`, rewritten (never synced) after each publish so that
     /// processes reading the directory without the lock know the durable end.
     end_hint: Option<Box<dyn crate::storage::StorageFile>>,
@@ -114,17 +113,13 @@ impl Shared {
     /// Registers a new segment (replacing an empty one with the same base,
     /// see `Writer::stage`).
     pub(crate) fn add_segment(&self, seg: Arc<Segment>) {
-        self.segment_bytes
-            .fetch_add(seg.meta.size, Ordering::Relaxed);
-        let base = seg.meta.base;
+        let base = seg.base;
         let old = self
             .segments
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(base, seg);
-        if let Some(old) = old {
-            self.segment_bytes
-                .fetch_sub(old.meta.size, Ordering::Relaxed);
+        if old.is_some() {
             self.cache.forget(base);
         }
     }
@@ -136,15 +131,20 @@ impl Shared {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&base)?;
-        self.segment_bytes
-            .fetch_sub(removed.meta.size, Ordering::Relaxed);
         self.cache.forget(base);
         Some(removed)
     }
 
-    /// Total size of the segment files.
-    pub(crate) fn segment_bytes(&self) -> u64 {
-        self.segment_bytes.load(Ordering::Relaxed)
+    /// Total size of the segment files, from their headers. Reads (and
+    /// checks) the header of every segment not read yet, so it is used only
+    /// by size-bound retention, whose logs hold few segments; after the
+    /// first call every header is cached and this only adds numbers.
+    pub(crate) fn segment_bytes(&self) -> Result<u64> {
+        let mut total = 0u64;
+        for seg in self.segment_list() {
+            total += seg.meta(&*self.storage)?.size;
+        }
+        Ok(total)
     }
 
     pub(crate) fn segment_list(&self) -> Vec<Arc<Segment>> {
@@ -197,8 +197,8 @@ impl Shared {
             return Ok(None);
         };
         let open = self.open(&seg)?;
-        let pos = open.locate(&seg.meta, offset, limit)?;
-        Ok(Some(open.record_at(&seg.meta, pos, offset)?.0))
+        let pos = open.locate(offset, limit)?;
+        Ok(Some(open.record_at(pos, offset)?.0))
     }
 }
 
@@ -383,20 +383,21 @@ impl Inner {
                     .unwrap_or_else(|e| e.into_inner());
                 let mut it = segs.values();
                 match (it.next(), it.next()) {
-                    (Some(a), Some(b)) => (a.clone(), b.meta.base),
+                    (Some(a), Some(b)) => (a.clone(), b.base),
                     _ => break,
                 }
             };
             let by_ack =
                 policy.deletes_acked() && self.min_durable_acked().is_some_and(|m| m >= second);
-            let by_size = policy
-                .size_bound()
-                .is_some_and(|max| self.shared.segment_bytes() > max);
+            let by_size = match policy.size_bound() {
+                Some(max) if !by_ack => self.shared.segment_bytes()? > max,
+                _ => false,
+            };
             if !(by_ack || by_size) {
                 break;
             }
-            self.shared.remove_segment(oldest.meta.base);
-            let path = &oldest.meta.path;
+            self.shared.remove_segment(oldest.base);
+            let path = &oldest.path;
             let storage = &*self.shared.storage;
             storage
                 .remove_file(path)
@@ -464,8 +465,17 @@ impl Log {
                 dir.display()
             )));
         }
-        refuse_foreign_directory(&*storage, dir)?;
         let lock_path = dir.join(names::LOCK_FILE);
+        // A directory holding the lock file has held a durq log: nothing is
+        // created by locking it, and recovery (which lists it under the
+        // lock) refuses an old-format log before changing anything. Only
+        // another directory is listed here, before the lock file is made:
+        // listing a directory of many segments costs more than anything
+        // else opening does.
+        let had_lock_file = storage.exists(&lock_path);
+        if !had_lock_file {
+            refuse_foreign_directory(&*storage, dir)?;
+        }
         let lock_guard = storage.try_lock(&lock_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
                 Error::Locked {
@@ -477,13 +487,18 @@ impl Log {
         })?;
         let mut recovered = recovery::recover(&*storage, dir, Mode::Repair)?;
         if recovered.segments.is_empty() {
+            if had_lock_file {
+                // Not checked before locking: no log is created among
+                // someone else's files either.
+                refuse_foreign_directory(&*storage, dir)?;
+            }
             let meta = create_first_segment(&*storage, dir, options.segment_size)?;
             recovered.tail_pos = SEGMENT_HEADER_LEN as u64;
             recovered.report.created = true;
             recovered.report.segments = 1;
             recovered.report.first_offset = meta.base;
             recovered.report.end_offset = meta.base;
-            recovered.segments.push(meta);
+            recovered.segments.push(Segment::checked(meta));
         }
         let end = recovered.report.end_offset;
         let first = recovered.report.first_offset;
@@ -494,12 +509,17 @@ impl Log {
             .removed_temp_files
             .extend(loaded.removed_temp_files);
         recovered.report.unknown_files.extend(loaded.unknown_files);
-        let active = recovered.segments.last().cloned().ok_or_else(|| {
-            Error::InvalidArgument("internal error: no active segment after recovery".into())
-        })?;
+        let active = recovered
+            .segments
+            .last()
+            .and_then(|s| s.checked_meta())
+            .cloned()
+            .ok_or_else(|| {
+                Error::InvalidArgument("internal error: no active segment after recovery".into())
+            })?;
         let mut table = BTreeMap::new();
-        for meta in recovered.segments {
-            table.insert(meta.base, Arc::new(Segment::new(meta)));
+        for seg in recovered.segments {
+            table.insert(seg.base, Arc::new(seg));
         }
         let shared = Arc::new(Shared {
             storage: storage.clone(),
@@ -510,14 +530,8 @@ impl Log {
             durable_end: AtomicU64::new(end),
             durable_lock: Mutex::new(end),
             durable_cv: Condvar::new(),
-            segment_bytes: AtomicU64::new(0),
             end_hint: open_end_hint(&*storage, dir, end),
         });
-        for seg in shared.segment_list() {
-            shared
-                .segment_bytes
-                .fetch_add(seg.meta.size, Ordering::Relaxed);
-        }
         let file = storage
             .open_file(&active.path, OpenMode::ReadWrite)
             .map_err(|e| Error::io("open segment for writing", &active.path, e))?;
@@ -627,8 +641,8 @@ impl Log {
                 return Ok(offset);
             };
             let open = shared.open(&seg)?;
-            let pos = open.locate(&seg.meta, offset, limit)?;
-            let step = open.scan(&seg.meta, pos, offset, limit, &mut f)?;
+            let pos = open.locate(offset, limit)?;
+            let step = open.scan(pos, offset, limit, &mut f)?;
             offset = step.offset;
             if step.broke {
                 return Ok(offset);
@@ -788,28 +802,35 @@ impl Log {
 
     fn after_append(&self) {
         if let Some(max) = self.inner.options.retention.size_bound()
-            && self.inner.shared.segment_bytes() > max
+            && self.inner.shared.segment_bytes().is_ok_and(|b| b > max)
         {
-            // Best-effort here, as after acks: the append has succeeded.
+            // Best-effort here, as after acks: the append has succeeded. (A
+            // header that cannot be read makes the size unknown: then
+            // nothing is deleted here; `Log::apply_retention` reports why.)
             let _ = self.inner.apply_retention();
         }
     }
 
-    /// The segment files, oldest first, with their first offsets.
-    pub fn segments(&self) -> Vec<SegmentInfo> {
-        let list = self.inner.shared.segment_list();
+    /// The segment files, oldest first, with their first offsets and sizes.
+    ///
+    /// Reads (and checks) the header of every segment whose header has not
+    /// been read yet (opening a log reads only the last one's), so it can
+    /// fail like a read: an error names the segment whose header is bad.
+    pub fn segments(&self) -> Result<Vec<SegmentInfo>> {
+        let shared = &self.inner.shared;
+        let list = shared.segment_list();
         let end = self.end();
         let mut out = Vec::with_capacity(list.len());
         for (i, s) in list.iter().enumerate() {
-            let next = list.get(i + 1).map_or(end, |n| n.meta.base);
+            let next = list.get(i + 1).map_or(end, |n| n.base);
             out.push(SegmentInfo {
-                path: s.meta.path.clone(),
-                first_offset: s.meta.base,
+                path: s.path.clone(),
+                first_offset: s.base,
                 end_offset: next,
-                size_bytes: s.meta.size,
+                size_bytes: s.meta(&*shared.storage)?.size,
             });
         }
-        out
+        Ok(out)
     }
 }
 
@@ -832,6 +853,9 @@ fn refuse_foreign_directory(storage: &dyn Storage, dir: &Path) -> Result<()> {
     let listing = storage
         .list_dir(dir)
         .map_err(|e| Error::io("list", dir, e))?;
+    // A log of an older format is reported as such (before the lock file
+    // is created: nothing is changed), never taken for foreign files.
+    recovery::refuse_format1_names(storage, dir, &listing)?;
     if listing
         .iter()
         .any(|n| names::parse_segment_file_name(n).is_some())
@@ -875,7 +899,7 @@ fn open_end_hint(
 fn create_first_segment(storage: &dyn Storage, dir: &Path, size: u64) -> Result<SegmentMeta> {
     let spare = segment::prepare_spare(storage, dir, size)
         .map_err(|e| Error::io("create segment in", dir, e))?;
-    let path = dir.join(names::segment_file_name(0));
+    let path = dir.join(names::segment_file_name(0, 0));
     let meta = SegmentMeta {
         base: 0,
         seq: 0,
@@ -940,7 +964,7 @@ impl Iter {
                 }
             } else {
                 let open = self.shared.open(&seg)?;
-                let pos = open.locate(&seg.meta, offset, limit)?;
+                let pos = open.locate(offset, limit)?;
                 self.cur = Some(Cursor {
                     seg,
                     open,
@@ -952,7 +976,7 @@ impl Iter {
         let Some(c) = &mut self.cur else {
             return Ok(None);
         };
-        match c.open.record_at(&c.seg.meta, c.pos, offset) {
+        match c.open.record_at(c.pos, offset) {
             Ok((record, next_pos)) => {
                 c.pos = next_pos;
                 self.next += 1;
@@ -960,7 +984,7 @@ impl Iter {
             }
             Err(lost @ Error::Lost { .. }) => {
                 // A salvage placeholder: report it and move on past it.
-                c.pos += c.open.header_at(&c.seg.meta, c.pos, offset)?.0.encoded_len() as u64;
+                c.pos += c.open.header_at(c.pos, offset)?.0.encoded_len() as u64;
                 self.next += 1;
                 Err(lost)
             }

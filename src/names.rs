@@ -46,24 +46,43 @@ pub const SALVAGE_DIR: &str = "salvage";
 
 /// The directory (inside the log directory) holding client cursor files.
 pub const CLIENTS_DIR: &str = "clients";
-/// Digits in a segment file name (enough for any `u64`, so `ls` sorts them).
+/// Digits in each number of a segment file name (enough for any `u64`, so
+/// `ls` sorts the files by base offset).
 pub const SEGMENT_NAME_DIGITS: usize = 20;
 
-/// The file name of the segment whose first offset is `base`.
-pub fn segment_file_name(base: u64) -> String {
+/// The file name of the segment whose first offset is `base` and whose
+/// sequence number is `seq`: `{base:020}-{seq:020}.seg`. Both numbers are in
+/// the name so that opening a log can check that no segment is missing from
+/// the directory listing alone, without reading any sealed segment's header.
+pub fn segment_file_name(base: u64, seq: u64) -> String {
     format!(
-        "{base:0width$}{SEGMENT_SUFFIX}",
+        "{base:0width$}-{seq:0width$}{SEGMENT_SUFFIX}",
         width = SEGMENT_NAME_DIGITS
     )
 }
 
-/// Parses a segment file name back into its base offset.
-pub fn parse_segment_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+/// Parses 20 ASCII digits into a `u64` (`None` if it does not fit).
+fn parse_digits(digits: &str) -> Option<u64> {
     if digits.len() != SEGMENT_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
+}
+
+/// Parses a segment file name back into its base offset and sequence
+/// number. Only the exact form [`segment_file_name`] makes is accepted.
+pub fn parse_segment_file_name(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(SEGMENT_SUFFIX)?;
+    let (base, seq) = stem.split_once('-')?;
+    Some((parse_digits(base)?, parse_digits(seq)?))
+}
+
+/// Parses a segment file name of format version 1, `{base:020}.seg`, which
+/// lacked the sequence number. Such files are never used: they are only
+/// recognised so that opening an old log reports the format version
+/// clearly instead of taking the file for someone else's.
+pub fn parse_format1_segment_file_name(name: &str) -> Option<u64> {
+    parse_digits(name.strip_suffix(SEGMENT_SUFFIX)?)
 }
 
 /// Checks that `name` is a plain client name: 1 to [`MAX_CLIENT_NAME_LEN`]
@@ -99,17 +118,49 @@ mod tests {
 
     #[test]
     fn segment_names_sort_and_round_trip() {
-        let a = segment_file_name(9);
-        let b = segment_file_name(10);
+        let a = segment_file_name(9, 3);
+        let b = segment_file_name(10, 2);
         assert!(a < b);
-        assert_eq!(parse_segment_file_name(&a), Some(9));
+        assert_eq!(a, "00000000000000000009-00000000000000000003.seg");
+        assert_eq!(parse_segment_file_name(&a), Some((9, 3)));
         assert_eq!(
-            parse_segment_file_name(&segment_file_name(u64::MAX)),
-            Some(u64::MAX)
+            parse_segment_file_name(&segment_file_name(u64::MAX, u64::MAX)),
+            Some((u64::MAX, u64::MAX))
         );
-        assert_eq!(parse_segment_file_name("9.seg"), None);
-        assert_eq!(parse_segment_file_name("0000000000000000000x.seg"), None);
-        assert_eq!(parse_segment_file_name("99999999999999999999.seg"), None);
+        for bad in [
+            "9.seg",
+            "9-3.seg",
+            "00000000000000000009.seg",
+            "00000000000000000009-0000000000000000003.seg",
+            "00000000000000000009-000000000000000000003.seg",
+            "0000000000000000000x-00000000000000000003.seg",
+            "00000000000000000009-00000000000000000003",
+            "00000000000000000009_00000000000000000003.seg",
+            "00000000000000000009-00000000000000000003-00000000000000000003.seg",
+            "99999999999999999999-00000000000000000003.seg",
+            "00000000000000000009-99999999999999999999.seg",
+            "+0000000000000000009-00000000000000000003.seg",
+        ] {
+            assert_eq!(parse_segment_file_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn format1_names_are_recognised_apart() {
+        assert_eq!(
+            parse_format1_segment_file_name("00000000000000000120.seg"),
+            Some(120)
+        );
+        assert_eq!(
+            parse_format1_segment_file_name(&segment_file_name(120, 1)),
+            None
+        );
+        assert_eq!(parse_segment_file_name("00000000000000000120.seg"), None);
+        assert_eq!(parse_format1_segment_file_name("120.seg"), None);
+        assert_eq!(
+            parse_format1_segment_file_name("99999999999999999999.seg"),
+            None
+        );
     }
 
     #[test]

@@ -88,13 +88,13 @@ pub struct RecordHeader {
 
 impl RecordHeader {
     /// Total bytes this record occupies in the segment.
-#[inline]
+    #[inline]
     pub fn encoded_len(&self) -> usize {
         encoded_len(self.len as usize)
     }
 
     /// Whether the record is a placeholder for a record lost to damage.
-#[inline]
+    #[inline]
     pub fn is_lost(&self) -> bool {
         self.flags & FLAG_LOST != 0
     }

@@ -1,12 +1,17 @@
 //! Recovery: what `Log::open` and `durq recover` share.
 //!
-//! Recovery removes leftover temporary files, checks every segment header and
-//! that the segments are contiguous, scans the last segment to find the end
-//! of the log, and repairs a torn tail by zeroing it in place (never
-//! truncating: the file may be memory-mapped). Everything else that is wrong
-//! is an error naming the file and byte position. It returns a structured
-//! [`RecoveryReport`]. Recovery is idempotent, and syncs its own repairs
-//! before the log accepts writes, so a crash during recovery is safe.
+//! Recovery removes leftover temporary files, checks from the segment file
+//! names (`BASE-SEQ.seg`) that the segments are contiguous (no sequence
+//! number missing), reads and checks the header of the last segment only,
+//! scans the last segment to find the end of the log, and repairs a torn
+//! tail by zeroing it in place (never truncating: the file may be
+//! memory-mapped). Sealed segments' headers are not read: each is checked
+//! when a reader first opens the segment (see [`crate::segment::Segment`]),
+//! so opening costs the same whatever the number of segments. Everything
+//! else that is wrong is an error naming the file and byte position. It
+//! returns a structured [`RecoveryReport`]. Recovery is idempotent, and
+//! syncs its own repairs before the log accepts writes, so a crash during
+//! recovery is safe.
 //!
 //! # Torn tail or damage?
 //!
@@ -35,8 +40,8 @@ use crate::record::{
     self, BadSegmentHeader, Invalid, RECORD_ALIGN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
     SegmentHeader,
 };
-use crate::segment::SegmentMeta;
-use crate::storage::{OpenMode, Storage};
+use crate::segment::{Segment, SegmentMeta};
+use crate::storage::{OpenMode, Storage, StorageFile};
 
 /// Sector size assumed by the torn-write rules: the unit a disk writes
 /// atomically (or not at all) on power loss.
@@ -106,7 +111,10 @@ pub struct CursorRepair {
 /// The state recovery hands to the log.
 #[derive(Debug)]
 pub(crate) struct Recovered {
-    pub segments: Vec<SegmentMeta>,
+    /// Every segment, oldest first. Only the last one's header (and the one
+    /// before it, when the last holds no record) has been read and checked;
+    /// the others are checked when first read.
+    pub segments: Vec<Segment>,
     /// Byte position where the next record goes in the last segment.
     pub tail_pos: u64,
     pub report: RecoveryReport,
@@ -296,20 +304,23 @@ pub(crate) fn read_whole(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> 
     Ok(buf)
 }
 
-/// Reads and checks the header of segment file `path` named for `base`.
+/// Opens the segment file at `path`, whose name says `base` and `seq`,
+/// and checks its header ([`check_segment_header`]).
 pub(crate) fn read_segment_meta(
     storage: &dyn Storage,
     path: &Path,
     base: u64,
+    seq: u64,
 ) -> Result<SegmentMeta> {
     let file = storage
         .open_file(path, OpenMode::Read)
         .map_err(|e| Error::io("open segment", path, e))?;
-    let len = file.len().map_err(|e| Error::io("stat segment", path, e))?;
-    let mut buf = vec![0u8; SEGMENT_HEADER_LEN.min(len as usize)];
-    file.read_at(&mut buf, 0)
-        .map_err(|e| Error::io("read segment header", path, e))?;
-    let h = SegmentHeader::decode(&buf).map_err(|bad| match bad {
+    check_segment_header(&*file, path, base, seq)
+}
+
+/// Maps a header that does not decode to the error naming `path`.
+fn header_error(path: &Path, bad: BadSegmentHeader) -> Error {
+    match bad {
         BadSegmentHeader::NotDurq(why) => Error::NotDurq {
             path: path.to_owned(),
             reason: why.to_owned(),
@@ -320,7 +331,24 @@ pub(crate) fn read_segment_meta(
             supported: record::FORMAT_VERSION,
         },
         BadSegmentHeader::Corrupt(why) => Error::corrupt(path, 0, why),
-    })?;
+    }
+}
+
+/// Reads and checks the header of the open segment file `file` (at
+/// `path`, whose name says `base` and `seq`): magic, format version and
+/// CRC, base offset and sequence number equal to the name's, segment size
+/// equal to the file's length. Every error names the file.
+pub(crate) fn check_segment_header(
+    file: &dyn StorageFile,
+    path: &Path,
+    base: u64,
+    seq: u64,
+) -> Result<SegmentMeta> {
+    let len = file.len().map_err(|e| Error::io("stat segment", path, e))?;
+    let mut buf = vec![0u8; SEGMENT_HEADER_LEN.min(len as usize)];
+    file.read_at(&mut buf, 0)
+        .map_err(|e| Error::io("read segment header", path, e))?;
+    let h = SegmentHeader::decode(&buf).map_err(|bad| header_error(path, bad))?;
     if h.base_offset != base {
         return Err(Error::corrupt(
             path,
@@ -328,6 +356,16 @@ pub(crate) fn read_segment_meta(
             format!(
                 "header says base offset {} but the file name says {base}",
                 h.base_offset
+            ),
+        ));
+    }
+    if h.seq != seq {
+        return Err(Error::corrupt(
+            path,
+            24,
+            format!(
+                "header says segment number {} but the file name says {seq}",
+                h.seq
             ),
         ));
     }
@@ -343,11 +381,63 @@ pub(crate) fn read_segment_meta(
     }
     Ok(SegmentMeta {
         base,
-        seq: h.seq,
+        seq,
         salt: h.salt,
         size: h.segment_size,
         path: path.to_owned(),
     })
+}
+
+/// Refuses a directory holding a segment file named as format version 1
+/// did (`{base:020}.seg`, without the sequence number): durq cannot read
+/// such a log. The error is [`Error::UnsupportedVersion`] when the file's
+/// header says version 1 (as every such file durq wrote does), the header's
+/// own error if it is not a segment header, and [`Error::Corrupt`] if it
+/// somehow is a current header under an old name. Reads only the headers of
+/// such files; changes nothing.
+pub(crate) fn refuse_format1_names(
+    storage: &dyn Storage,
+    dir: &Path,
+    listing: &[String],
+) -> Result<()> {
+    let mut old: Vec<&String> = listing
+        .iter()
+        .filter(|n| names::parse_format1_segment_file_name(n).is_some())
+        .collect();
+    old.sort();
+    match old.first() {
+        None => Ok(()),
+        Some(name) => Err(format1_error(storage, &dir.join(name))),
+    }
+}
+
+/// Why the format-1-named segment file at `path` cannot be used.
+pub(crate) fn format1_error(storage: &dyn Storage, path: &Path) -> Error {
+    let file = match storage.open_file(path, OpenMode::Read) {
+        Ok(f) => f,
+        Err(e) => return Error::io("open segment", path, e),
+    };
+    let len = match file.len() {
+        Ok(l) => l,
+        Err(e) => return Error::io("stat segment", path, e),
+    };
+    let mut buf = vec![0u8; SEGMENT_HEADER_LEN.min(len as usize)];
+    if let Err(e) = file.read_at(&mut buf, 0) {
+        return Error::io("read segment header", path, e);
+    }
+    match SegmentHeader::decode(&buf) {
+        Err(bad) => header_error(path, bad),
+        Ok(h) => Error::corrupt(
+            path,
+            0,
+            format!(
+                "segment file name lacks the sequence number (format version 1 names were \
+                 BASE.seg; this version names segments BASE-SEQ.seg) although its header is \
+                 of the current format (base offset {}, segment number {})",
+                h.base_offset, h.seq
+            ),
+        ),
+    }
 }
 
 /// What recovery should do about what it finds.
@@ -368,11 +458,13 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
     let names_in_dir = storage
         .list_dir(dir)
         .map_err(|e| Error::io("list", dir, e))?;
-    let mut bases = Vec::new();
+    // An old-format log is refused before anything is changed.
+    refuse_format1_names(storage, dir, &names_in_dir)?;
+    let mut listed = Vec::new();
     let mut temps = Vec::new();
     for name in names_in_dir {
-        if let Some(base) = names::parse_segment_file_name(&name) {
-            bases.push(base);
+        if let Some((base, seq)) = names::parse_segment_file_name(&name) {
+            listed.push((base, seq, dir.join(name)));
         } else if name.ends_with(names::TEMP_SUFFIX) {
             temps.push(dir.join(name));
         } else if name != names::LOCK_FILE
@@ -382,9 +474,37 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
             report.unknown_files.push(dir.join(name));
         }
     }
-    bases.sort_unstable();
+    listed.sort_unstable();
     temps.sort();
     report.unknown_files.sort();
+
+    // The segments must be contiguous: sorted by base offset, their
+    // sequence numbers (from the names: no header is read here) go up by
+    // one, so no segment is missing and bases increase with the sequence.
+    for pair in listed.windows(2) {
+        let (prev_base, prev_seq, prev_path) = &pair[0];
+        let (base, seq, path) = &pair[1];
+        if base == prev_base {
+            return Err(Error::corrupt(
+                path,
+                0,
+                format!(
+                    "two segment files have base offset {base}: this one and {}",
+                    prev_path.display()
+                ),
+            ));
+        }
+        if *seq != prev_seq.wrapping_add(1) {
+            return Err(Error::MissingSegment {
+                dir: dir.to_owned(),
+                after: prev_path.clone(),
+                after_base: *prev_base,
+                expected_seq: prev_seq.wrapping_add(1),
+                found: path.clone(),
+                found_seq: *seq,
+            });
+        }
+    }
 
     // Leftover temp files are unfinished segment creations: nothing durable
     // refers to them.
@@ -400,34 +520,18 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
     }
     report.removed_temp_files = temps;
 
-    let mut segments = Vec::with_capacity(bases.len());
-    for base in bases {
-        let path = dir.join(names::segment_file_name(base));
-        let meta = read_segment_meta(storage, &path, base)?;
-        if let Some(prev) = segments.last() {
-            let prev: &SegmentMeta = prev;
-            if meta.seq != prev.seq + 1 {
-                return Err(Error::MissingSegment {
-                    dir: dir.to_owned(),
-                    after: prev.path.clone(),
-                    after_base: prev.base,
-                    expected_seq: prev.seq + 1,
-                    found: meta.path.clone(),
-                    found_seq: meta.seq,
-                });
-            }
-        }
-        segments.push(meta);
-    }
-    report.segments = segments.len();
-    let Some(last) = segments.last().cloned() else {
+    report.segments = listed.len();
+    let Some((last_base, last_seq, last_path)) = listed.pop() else {
         return Ok(Recovered {
-            segments,
+            segments: Vec::new(),
             tail_pos: SEGMENT_HEADER_LEN as u64,
             report,
         });
     };
-    report.first_offset = segments[0].base;
+    report.first_offset = listed.first().map_or(last_base, |l| l.0);
+    // Only the last segment's header is read here; sealed segments' headers
+    // are checked when a reader first opens them.
+    let last = read_segment_meta(storage, &last_path, last_base, last_seq)?;
 
     let bytes = read_whole(storage, &last.path)?;
     let scan = scan_segment(&bytes, last.base, last.salt);
@@ -459,8 +563,11 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
     // An empty last segment was created at a rollover, which happens only
     // once everything before it is durable: the previous segment must end
     // exactly where the last one begins.
-    if scan.end_offset == last.base && segments.len() >= 2 {
-        let prev = &segments[segments.len() - 2];
+    let mut prev_checked = None;
+    if scan.end_offset == last.base
+        && let Some((prev_base, prev_seq, prev_path)) = listed.last()
+    {
+        let prev = read_segment_meta(storage, prev_path, *prev_base, *prev_seq)?;
         let pbytes = read_whole(storage, &prev.path)?;
         let pscan = scan_segment(&pbytes, prev.base, prev.salt);
         if let Some(
@@ -482,6 +589,7 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
                 ),
             ));
         }
+        prev_checked = Some(prev);
     }
     if mode == Mode::Repair {
         // A process that crashed (SIGKILL) leaves written but unsynced bytes
@@ -494,6 +602,16 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
             .map_err(|e| Error::io("sync directory", dir, e))?;
     }
     report.end_offset = scan.end_offset;
+    let mut segments: Vec<Segment> = listed
+        .into_iter()
+        .map(|(base, seq, path)| Segment::unchecked(base, seq, path))
+        .collect();
+    if let Some(prev) = prev_checked
+        && let Some(slot) = segments.last_mut()
+    {
+        *slot = Segment::checked(prev);
+    }
+    segments.push(Segment::checked(last));
     Ok(Recovered {
         segments,
         tail_pos: scan.end_pos,

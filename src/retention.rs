@@ -44,6 +44,13 @@ impl Retention {
     /// whose position falls behind the oldest retained offset gets
     /// [`crate::Error::Truncated`] from `next` until it is moved with
     /// [`crate::Consumer::seek`]: it is never moved silently.
+    ///
+    /// The total is summed from the segments' headers, so the first check
+    /// (after an append, or in [`crate::Log::apply_retention`]) reads the
+    /// header of every segment whose header opening the log did not read
+    /// (it reads only the last one's); a log bounded this way holds few
+    /// segments. If a header cannot be read, nothing is deleted by size and
+    /// `apply_retention` returns the error naming the file.
     pub fn max_bytes(bytes: u64) -> Retention {
         Retention {
             acked_by_all: false,

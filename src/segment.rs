@@ -7,7 +7,7 @@ use std::io;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::names;
@@ -192,8 +192,10 @@ struct SparseIndex {
     frontier: Option<(u64, u64)>,
 }
 
-/// An open segment: its file, optional memory map and sparse index.
+/// An open segment: its checked header, file, optional memory map and
+/// sparse index.
 pub(crate) struct OpenSegment {
+    meta: SegmentMeta,
     file: Box<dyn StorageFile>,
     /// The checksum seed of the segment's salt ([`record::salt_seed`]).
     seed: u32,
@@ -201,20 +203,60 @@ pub(crate) struct OpenSegment {
     index: Mutex<SparseIndex>,
 }
 
-/// A segment as readers see it. The file is opened lazily and the handle may
-/// be dropped by the open-segment cache; the metadata stays.
+/// A segment as readers see it. Its base offset, sequence number and path
+/// come from its file name. Its header (salt and size) is read and checked
+/// the first time it is needed ([`Segment::meta`], [`Segment::open`]) and
+/// then kept: opening a log reads no sealed segment's header. The file is
+/// opened lazily and the handle may be dropped by the open-segment cache;
+/// the checked header stays.
 #[derive(Debug)]
 pub(crate) struct Segment {
-    pub meta: SegmentMeta,
+    pub base: u64,
+    pub seq: u64,
+    pub path: PathBuf,
+    meta: OnceLock<SegmentMeta>,
     handle: Mutex<Option<Arc<OpenSegment>>>,
 }
 
 impl Segment {
-    pub(crate) fn new(meta: SegmentMeta) -> Segment {
+    /// A segment known only by its file name; its header is checked on
+    /// first use.
+    pub(crate) fn unchecked(base: u64, seq: u64, path: PathBuf) -> Segment {
         Segment {
-            meta,
+            base,
+            seq,
+            path,
+            meta: OnceLock::new(),
             handle: Mutex::new(None),
         }
+    }
+
+    /// A segment whose header is already known good (the writer created it,
+    /// or recovery checked it).
+    pub(crate) fn checked(meta: SegmentMeta) -> Segment {
+        Segment {
+            base: meta.base,
+            seq: meta.seq,
+            path: meta.path.clone(),
+            meta: OnceLock::from(meta),
+            handle: Mutex::new(None),
+        }
+    }
+
+    /// The checked header, if it has been read already.
+    pub(crate) fn checked_meta(&self) -> Option<&SegmentMeta> {
+        self.meta.get()
+    }
+
+    /// The checked header, reading and checking it if not done yet (see
+    /// [`crate::recovery::check_segment_header`]). A failed check is not
+    /// remembered: it is made again next time.
+    pub(crate) fn meta(&self, storage: &dyn Storage) -> Result<&SegmentMeta> {
+        if let Some(m) = self.meta.get() {
+            return Ok(m);
+        }
+        let m = crate::recovery::read_segment_meta(storage, &self.path, self.base, self.seq)?;
+        Ok(self.meta.get_or_init(|| m))
     }
 
     /// Drops the cached handle (the open-segment cache evicted it).
@@ -222,8 +264,9 @@ impl Segment {
         *lock(&self.handle) = None;
     }
 
-    /// Returns the open handle, opening the file if needed. The boolean says
-    /// whether this call opened it (so the caller can account for it).
+    /// Returns the open handle, opening the file (and checking its header,
+    /// the first time) if needed. The boolean says whether this call opened
+    /// it (so the caller can account for it).
     pub(crate) fn open(
         &self,
         storage: &dyn Storage,
@@ -233,10 +276,17 @@ impl Segment {
         if let Some(open) = h.as_ref() {
             return Ok((open.clone(), false));
         }
-        let path = &self.meta.path;
+        let path = &self.path;
         let file = storage
             .open_file(path, OpenMode::Read)
             .map_err(|e| Error::io("open segment", path, e))?;
+        let meta = match self.meta.get() {
+            Some(m) => m,
+            None => {
+                let m = crate::recovery::check_segment_header(&*file, path, self.base, self.seq)?;
+                self.meta.get_or_init(|| m)
+            }
+        };
         let map = if map {
             file.map()
                 .map_err(|e| Error::io("memory-map segment", path, e))?
@@ -244,20 +294,21 @@ impl Segment {
             None
         };
         if let Some(m) = &map
-            && ((**m).as_ref().len() as u64) < self.meta.size
+            && ((**m).as_ref().len() as u64) < meta.size
         {
             return Err(Error::corrupt(
                 path,
                 (**m).as_ref().len() as u64,
                 format!(
                     "segment file is shorter than its header's size of {} bytes",
-                    self.meta.size
+                    meta.size
                 ),
             ));
         }
         let open = Arc::new(OpenSegment {
+            meta: meta.clone(),
             file,
-            seed: record::salt_seed(self.meta.salt),
+            seed: record::salt_seed(meta.salt),
             map,
             index: Mutex::new(SparseIndex::default()),
         });
@@ -276,12 +327,8 @@ impl fmt::Debug for OpenSegment {
 }
 
 impl OpenSegment {
-    fn read_bytes(
-        &self,
-        meta: &SegmentMeta,
-        pos: u64,
-        len: usize,
-    ) -> Result<std::borrow::Cow<'_, [u8]>> {
+    fn read_bytes(&self, pos: u64, len: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
+        let meta = &self.meta;
         if pos + len as u64 > meta.size {
             return Err(Error::corrupt(
                 &meta.path,
@@ -307,24 +354,19 @@ impl OpenSegment {
     /// `offset`. Returns it with its 24 bytes.
     pub(crate) fn header_at(
         &self,
-        meta: &SegmentMeta,
         pos: u64,
         offset: u64,
     ) -> Result<(record::RecordHeader, std::borrow::Cow<'_, [u8]>)> {
-        let room = meta.size.saturating_sub(pos) as usize;
-        let bytes = self.read_bytes(meta, pos, RECORD_HEADER_LEN.min(room))?;
-        let header = expect_header(meta, pos, offset, &bytes, room)?;
+        let room = self.meta.size.saturating_sub(pos) as usize;
+        let bytes = self.read_bytes(pos, RECORD_HEADER_LEN.min(room))?;
+        let header = expect_header(&self.meta, pos, offset, &bytes, room)?;
         Ok((header, bytes))
     }
 
     /// Reads and fully checks the record at `pos`, which must hold `offset`.
     /// Returns the record and the position of the next one.
-    pub(crate) fn record_at(
-        &self,
-        meta: &SegmentMeta,
-        pos: u64,
-        offset: u64,
-    ) -> Result<(Record, u64)> {
+    pub(crate) fn record_at(&self, pos: u64, offset: u64) -> Result<(Record, u64)> {
+        let meta = &self.meta;
         let bad = |why: record::Invalid| {
             Error::corrupt(
                 &meta.path,
@@ -332,7 +374,7 @@ impl OpenSegment {
                 format!("record {offset}: {}", why.describe()),
             )
         };
-        let (header, header_bytes) = self.header_at(meta, pos, offset)?;
+        let (header, header_bytes) = self.header_at(pos, offset)?;
         let len = header.len as usize;
         let next = pos + header.encoded_len() as u64;
         let start = pos as usize + RECORD_HEADER_LEN;
@@ -350,7 +392,7 @@ impl OpenSegment {
             }
             None => {
                 let body_len = header.encoded_len() - RECORD_HEADER_LEN;
-                let mut body = self.read_bytes(meta, start as u64, body_len)?.into_owned();
+                let mut body = self.read_bytes(start as u64, body_len)?.into_owned();
                 record::check_split(&header, self.seed, &header_bytes, &body).map_err(bad)?;
                 body.truncate(len);
                 Record {
@@ -370,7 +412,8 @@ impl OpenSegment {
     /// Finds the byte position of record `offset`, walking headers from the
     /// nearest indexed record. `limit` is the end (exclusive) of the records
     /// known durable in this segment; nothing at or past it is walked.
-    pub(crate) fn locate(&self, meta: &SegmentMeta, offset: u64, limit: u64) -> Result<u64> {
+    pub(crate) fn locate(&self, offset: u64, limit: u64) -> Result<u64> {
+        let meta = &self.meta;
         debug_assert!(offset >= meta.base && offset < limit);
         let mut idx = lock(&self.index);
         let (f_off, f_pos) = idx
@@ -386,7 +429,7 @@ impl OpenSegment {
             let mut pos = idx.positions[slot];
             drop(idx);
             while off < offset {
-                pos += self.header_at(meta, pos, off)?.0.encoded_len() as u64;
+                pos += self.header_at(pos, off)?.0.encoded_len() as u64;
                 off += 1;
             }
             return Ok(pos);
@@ -395,7 +438,7 @@ impl OpenSegment {
         let (mut off, mut pos) = (f_off, f_pos);
         while off < offset {
             debug_assert!(off < limit);
-            pos += self.header_at(meta, pos, off)?.0.encoded_len() as u64;
+            pos += self.header_at(pos, off)?.0.encoded_len() as u64;
             off += 1;
             if (off - meta.base).is_multiple_of(INDEX_STRIDE) {
                 idx.positions.push(pos);
@@ -413,7 +456,6 @@ impl OpenSegment {
     /// to `f` and whether `f` broke.
     pub(crate) fn scan<F>(
         &self,
-        meta: &SegmentMeta,
         mut pos: u64,
         mut offset: u64,
         limit: u64,
@@ -422,6 +464,7 @@ impl OpenSegment {
     where
         F: FnMut(u64, &[u8]) -> std::ops::ControlFlow<()>,
     {
+        let meta = &self.meta;
         // Mapped: one slice for the whole walk (the map is at least
         // `meta.size` long, checked when it was opened).
         let mapped: Option<&[u8]> = self.map.as_ref().map(|m| (**m).as_ref());
@@ -436,8 +479,8 @@ impl OpenSegment {
                     (header, &bytes[p..p + header.encoded_len()])
                 }
                 None => {
-                    let (header, _) = self.header_at(meta, pos, offset)?;
-                    buffered = self.read_bytes(meta, pos, header.encoded_len())?;
+                    let (header, _) = self.header_at(pos, offset)?;
+                    buffered = self.read_bytes(pos, header.encoded_len())?;
                     (header, &buffered)
                 }
             };
@@ -551,7 +594,7 @@ impl OpenCache {
     pub(crate) fn forget(&self, base: u64) {
         let mut order = lock(&self.order);
         order.retain(|s| {
-            if s.meta.base == base {
+            if s.base == base {
                 s.evict();
                 false
             } else {

@@ -82,6 +82,16 @@ pub trait Storage: fmt::Debug + Send + Sync + 'static {
     /// Whether `path` names an existing directory.
     fn is_dir(&self, path: &Path) -> bool;
 
+    /// Whether `path` names an existing file or directory. The default
+    /// looks for its name in its directory's listing.
+    fn exists(&self, path: &Path) -> bool {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return false;
+        };
+        self.list_dir(dir)
+            .is_ok_and(|names| names.iter().any(|n| std::ffi::OsStr::new(n) == name))
+    }
+
     /// A random, non-zero salt for a new segment. The default draws fresh
     /// randomness; a simulated disk can return seeded values so that a
     /// failing scenario replays exactly.
@@ -142,7 +152,11 @@ impl Storage for FsStorage {
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in fs::read_dir(dir)? {
-            names.push(entry?.file_name().to_string_lossy().into_owned());
+            let name = entry?.file_name();
+            names.push(
+                name.into_string()
+                    .unwrap_or_else(|n| n.to_string_lossy().into_owned()),
+            );
         }
         Ok(names)
     }
@@ -190,6 +204,10 @@ impl Storage for FsStorage {
 
     fn is_dir(&self, path: &Path) -> bool {
         path.is_dir()
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        fs::symlink_metadata(path).is_ok()
     }
 }
 

@@ -419,7 +419,7 @@ impl Writer {
                 FLAG_END_OF_WRITE,
                 &chunk.last_hasher,
             );
-            let path = self.segment_path(chunk.seg.base);
+            let path = self.segment_path(chunk.seg.base, chunk.seg.seq);
             let written = leader
                 .file
                 .write_at(&chunk.buf, chunk.pos)
@@ -465,8 +465,8 @@ impl Writer {
         Ok(())
     }
 
-    fn segment_path(&self, base: u64) -> PathBuf {
-        self.shared.dir.join(names::segment_file_name(base))
+    fn segment_path(&self, base: u64, seq: u64) -> PathBuf {
+        self.shared.dir.join(names::segment_file_name(base, seq))
     }
 
     /// Makes `seg` the active segment: header into a spare, sync, rename,
@@ -480,7 +480,9 @@ impl Writer {
                 dir.display()
             ))
         })?;
-        let path = self.segment_path(seg.base);
+        // An empty active segment replaced in place keeps its base and
+        // sequence number, hence its name: the rename replaces it atomically.
+        let path = self.segment_path(seg.base, seg.seq);
         let meta = SegmentMeta {
             base: seg.base,
             seq: seg.seq,
@@ -505,7 +507,7 @@ impl Writer {
         storage.sync_dir(dir).map_err(|e| {
             Failure::Poison(format!("fsync of directory {} failed: {e}", dir.display()))
         })?;
-        self.shared.add_segment(Arc::new(Segment::new(meta)));
+        self.shared.add_segment(Arc::new(Segment::checked(meta)));
         leader.file = spare.file;
         leader.active = seg;
         leader.tail_pos = SEGMENT_HEADER_LEN as u64;

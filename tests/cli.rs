@@ -484,10 +484,11 @@ fn salvage_keeps_every_readable_record_and_reports_the_lost_offsets() {
     // Also the last record of the last segment, written whole: damage.
     let last = segs.last().expect("last");
     let base: u64 = last
-        .file_stem()
+        .file_name()
         .and_then(|s| s.to_str())
-        .and_then(|s| s.parse().ok())
-        .expect("base");
+        .and_then(durq::names::parse_segment_file_name)
+        .expect("base")
+        .0;
     flip_bit(last, record_pos(base, 299, 7) + 25);
 
     // Without --salvage: reported, nothing changed, exit 1.
@@ -554,7 +555,10 @@ fn salvage_keeps_every_readable_record_and_reports_the_lost_offsets() {
                 std::ops::ControlFlow::Continue(())
             })
             .unwrap_err();
-        assert!(matches!(err, durq::Error::Lost { offset: 299, .. }), "{err}");
+        assert!(
+            matches!(err, durq::Error::Lost { offset: 299, .. }),
+            "{err}"
+        );
         assert_eq!(count, 295);
     }
     let o = durq_with_stdin(&["append", p(&dir)], b"new\n");
@@ -581,6 +585,28 @@ fn salvage_recreates_a_missing_middle_segment() {
     let o = durq(&["verify", p(&dir)]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
     assert_eq!(segment_files(&dir), segs);
+}
+
+#[test]
+fn verify_reports_a_damaged_sealed_header_that_open_does_not_read() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = make_log(tmp.path(), 600, "4K");
+    let segs = segment_files(&dir);
+    assert!(segs.len() >= 3, "{segs:?}");
+    // Break the header checksum of a sealed segment (a byte of its salt).
+    flip_bit(&segs[1], 33);
+    // Opening the log reads only the last segment's header: appending works.
+    let o = durq_with_stdin(&["append", p(&dir)], b"more\n");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // verify reads everything and names the file.
+    let o = durq(&["verify", p(&dir)]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.contains(segs[1].to_str().expect("utf-8")) && l.contains("checksum")),
+        "{out}"
+    );
 }
 
 #[test]

@@ -29,7 +29,7 @@ fn disk_full_at_rollover_fails_cleanly_and_the_log_recovers_when_space_returns()
     let log = open(&disk);
     // Fill the first segment (no new file needed yet).
     let mut n = 0u64;
-    while log.segments().len() == 1 && n < 10 {
+    while log.segments().unwrap().len() == 1 && n < 10 {
         log.append(vec![1u8; 900]).unwrap();
         n += 1;
     }
@@ -150,7 +150,7 @@ fn bit_flip_on_read_is_reported_with_file_and_position() {
     for i in 0..3u8 {
         log.append([i; 40]).unwrap();
     }
-    let seg = Path::new(DIR).join("00000000000000000000.seg");
+    let seg = Path::new(DIR).join("00000000000000000000-00000000000000000000.seg");
     // Record 1 starts at 64 + 24 + 40 = 128; flip a payload byte.
     disk.flip_bit_on_read(&seg, 128 + 24 + 5, 3).unwrap();
     match log.read(1) {

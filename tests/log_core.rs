@@ -32,6 +32,12 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The base offset in a segment file's name (`BASE-SEQ.seg`).
+fn base_of(seg: &Path) -> u64 {
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    durq::names::parse_segment_file_name(name).unwrap().0
+}
+
 /// Byte position of record `k` (0-based within the segment) given the
 /// payload lengths of the records before it.
 fn position_of(lens: &[usize], k: usize) -> usize {
@@ -60,9 +66,9 @@ fn round_trip_across_many_rollovers_and_reopen() {
         }
         assert_eq!(log.end(), n);
         assert!(
-            log.segments().len() > 50,
+            log.segments().unwrap().len() > 50,
             "expected many rollovers, got {}",
-            log.segments().len()
+            log.segments().unwrap().len()
         );
         for i in 0..n {
             assert_eq!(log.read(i).unwrap().unwrap().to_vec(), payload(i));
@@ -139,7 +145,7 @@ fn append_batch_assigns_consecutive_offsets_and_spans_segments() {
     let batch: Vec<Vec<u8>> = (0..200).map(payload).collect();
     let r = log.append_batch(&batch).unwrap();
     assert_eq!(r, 0..200);
-    assert!(log.segments().len() > 3);
+    assert!(log.segments().unwrap().len() > 3);
     for (i, p) in batch.iter().enumerate() {
         assert_eq!(&log.read(i as u64).unwrap().unwrap().to_vec(), p);
     }
@@ -265,15 +271,10 @@ fn flipped_bit_in_sealed_segment_is_reported_with_file_and_position() {
     }
     let segs = segment_files(dir);
     assert!(segs.len() > 3);
-    // Second segment: sealed. Its first record's base offset is in its name.
+    // Second segment: sealed. Its first record's base offset is in its name
+    // (BASE-SEQ.seg).
     let victim = &segs[1];
-    let base: u64 = victim
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let base: u64 = base_of(victim);
     let lens = [100usize; 5];
     let p = position_of(&lens, 3); // record base+3
     patch(victim, p + RECORD_HEADER_LEN + 10, &[0x00]);
@@ -349,7 +350,7 @@ fn scan_borrows_every_record_in_order_and_stops_when_asked() {
     }
     for mmap in [true, false] {
         let log = small(8192).use_mmap(mmap).open(tmp.path()).unwrap();
-        assert!(log.segments().len() > 20);
+        assert!(log.segments().unwrap().len() > 20);
         for from in [0, 1, 63, 64, 65, 1234, n - 1, n, n + 5] {
             let mut next = from;
             let end = log
@@ -725,4 +726,243 @@ fn concurrent_appenders_all_fail_when_the_shared_fsync_fails() {
         assert!(h.join().unwrap().is_err());
     }
     assert_eq!(log.end(), 1);
+}
+
+/// Every file in `dir` (recursively) with its bytes, to show nothing changed.
+fn dir_snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.push((p.clone(), Vec::new()));
+            out.extend(dir_snapshot(&p));
+        } else {
+            out.push((p.clone(), fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Rewrites the header of segment file `seg` through `f`, with a valid CRC.
+fn rewrite_header(seg: &Path, f: impl FnOnce(&mut record::SegmentHeader)) {
+    let bytes = fs::read(seg).unwrap();
+    let mut h = record::SegmentHeader::decode(&bytes[..SEGMENT_HEADER_LEN]).unwrap();
+    f(&mut h);
+    patch(seg, 0, &h.encode());
+}
+
+/// A log in `dir` of many small sealed segments; returns its segment files.
+fn many_segments(dir: &Path, records: u64) -> Vec<PathBuf> {
+    let log = small(4096).open(dir).unwrap();
+    for i in 0..records {
+        log.append(vec![i as u8 | 1; 100]).unwrap();
+    }
+    drop(log);
+    segment_files(dir)
+}
+
+#[test]
+fn open_reads_no_sealed_segment_header() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = 600u64;
+    let segs = many_segments(tmp.path(), n);
+    assert!(segs.len() > 10, "{}", segs.len());
+    // A sealed segment with a broken header checksum: open does not look.
+    let victim = &segs[3];
+    let victim_base = base_of(victim);
+    patch(victim, 33, &[0x5A]); // inside the salt: header CRC mismatch
+    let log = small(4096).open(tmp.path()).unwrap();
+    assert_eq!(log.end(), n);
+    assert_eq!(log.recovery_report().segments, segs.len());
+    // Other segments read fine, before and after the victim.
+    assert_eq!(log.read(0).unwrap().unwrap()[0], 1);
+    assert_eq!(log.read(n - 1).unwrap().unwrap()[0], (n - 1) as u8 | 1);
+    let next_base = base_of(&segs[4]);
+    assert!(log.read(next_base).unwrap().is_some());
+    // Reading a record in it: the header is checked then, and the error
+    // names the file.
+    for _ in 0..2 {
+        match log.read(victim_base + 1) {
+            Err(Error::Corrupt {
+                path,
+                position,
+                reason,
+            }) => {
+                assert_eq!(&path, victim);
+                assert_eq!(position, 0);
+                assert!(reason.contains("checksum"), "{reason}");
+            }
+            other => panic!("expected Corrupt naming {victim:?}, got {other:?}"),
+        }
+    }
+    // Iteration stops there with the same error.
+    let err = log
+        .iter(0)
+        .find_map(|r| r.err())
+        .expect("iteration reaches the damaged header");
+    assert!(
+        matches!(&err, Error::Corrupt { path, .. } if path == victim),
+        "{err}"
+    );
+    // Listing segment sizes reads every header: it fails naming the file.
+    let err = log.segments().unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { path, .. } if path == victim),
+        "{err}"
+    );
+}
+
+#[test]
+fn sealed_segment_whose_header_seq_disagrees_with_its_name_is_corrupt_on_first_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let segs = many_segments(tmp.path(), 300);
+    assert!(segs.len() > 4);
+    let victim = &segs[2];
+    let name = victim.file_name().unwrap().to_str().unwrap();
+    let (base, seq) = durq::names::parse_segment_file_name(name).unwrap();
+    rewrite_header(victim, |h| h.seq = seq + 7);
+    let log = small(4096).open(tmp.path()).unwrap();
+    assert_eq!(log.end(), 300);
+    match log.read(base) {
+        Err(Error::Corrupt {
+            path,
+            position,
+            reason,
+        }) => {
+            assert_eq!(&path, victim);
+            assert_eq!(position, 24);
+            assert!(
+                reason.contains(&format!("segment number {}", seq + 7))
+                    && reason.contains(&format!("file name says {seq}")),
+                "{reason}"
+            );
+        }
+        other => panic!("expected Corrupt naming {victim:?}, got {other:?}"),
+    }
+    // Its neighbours are unaffected.
+    assert!(log.read(base_of(&segs[1])).unwrap().is_some());
+    assert!(log.read(base_of(&segs[3])).unwrap().is_some());
+}
+
+#[test]
+fn missing_middle_segment_is_detected_from_the_names_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let segs = many_segments(tmp.path(), 300);
+    assert!(segs.len() > 5);
+    fs::remove_file(&segs[2]).unwrap();
+    // Every other sealed segment's header is garbage: had open read any of
+    // them, it would fail with NotDurq instead.
+    for s in &segs[..segs.len() - 1] {
+        if s != &segs[2] {
+            patch(s, 0, b"garbage!");
+        }
+    }
+    let err = small(4096).open(tmp.path()).unwrap_err();
+    match &err {
+        Error::MissingSegment {
+            after,
+            after_base,
+            expected_seq,
+            found,
+            found_seq,
+            ..
+        } => {
+            assert_eq!(after, &segs[1]);
+            assert_eq!(*after_base, base_of(&segs[1]));
+            assert_eq!(*expected_seq, 2);
+            assert_eq!(found, &segs[3]);
+            assert_eq!(*found_seq, 3);
+        }
+        other => panic!("expected MissingSegment, got {other:?}"),
+    }
+}
+
+#[test]
+fn format1_segment_names_are_refused_with_their_version_and_nothing_changes() {
+    let current = durq::record::FORMAT_VERSION;
+    for keep_lock_file in [true, false] {
+        let tmp = tempfile::tempdir().unwrap();
+        let segs = many_segments(tmp.path(), 100);
+        // Make it look like a format-1 log: BASE.seg names, version 1.
+        let mut old_names = Vec::new();
+        for s in &segs {
+            let old = tmp.path().join(format!("{:020}.seg", base_of(s)));
+            patch(s, 8, &1u32.to_le_bytes());
+            fs::rename(s, &old).unwrap();
+            old_names.push(old);
+        }
+        if !keep_lock_file {
+            fs::remove_file(tmp.path().join(durq::names::LOCK_FILE)).unwrap();
+            fs::remove_file(tmp.path().join(durq::names::END_HINT_FILE)).unwrap();
+        }
+        let before = dir_snapshot(tmp.path());
+        let err = small(4096).open(tmp.path()).unwrap_err();
+        assert!(
+            matches!(&err, Error::UnsupportedVersion { found: 1, supported, path }
+                if *supported == current && path == &old_names[0]),
+            "{err}"
+        );
+        assert_eq!(dir_snapshot(tmp.path()), before, "open changed something");
+    }
+}
+
+#[test]
+fn format1_name_with_a_current_header_is_corrupt_not_foreign() {
+    let tmp = tempfile::tempdir().unwrap();
+    let segs = many_segments(tmp.path(), 10);
+    assert_eq!(segs.len(), 1);
+    let old = tmp.path().join(format!("{:020}.seg", 0));
+    fs::rename(&segs[0], &old).unwrap();
+    let before = dir_snapshot(tmp.path());
+    let err = small(4096).open(tmp.path()).unwrap_err();
+    match &err {
+        Error::Corrupt { path, reason, .. } => {
+            assert_eq!(path, &old);
+            assert!(reason.contains("sequence number"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(dir_snapshot(tmp.path()), before);
+    // Also beside a current segment (say, copied in): still refused.
+    fs::copy(&old, &segs[0]).unwrap();
+    let err = small(4096).open(tmp.path()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { path, .. } if path == &old),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_segment_files_with_one_base_are_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let segs = many_segments(tmp.path(), 100);
+    assert!(segs.len() >= 2);
+    let last = segs.last().unwrap();
+    let (base, seq) =
+        durq::names::parse_segment_file_name(last.file_name().unwrap().to_str().unwrap()).unwrap();
+    let twin = tmp
+        .path()
+        .join(durq::names::segment_file_name(base, seq + 1));
+    fs::copy(last, &twin).unwrap();
+    let err = small(4096).open(tmp.path()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { path, reason, .. }
+            if path == &twin && reason.contains("base offset")),
+        "{err}"
+    );
+}
+
+#[test]
+fn last_segment_named_file_that_is_not_durq_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(Log::open(tmp.path()).unwrap());
+    // Named as the next segment would be: the last one, whose header open reads.
+    let fake = tmp.path().join(durq::names::segment_file_name(100, 1));
+    fs::write(&fake, b"this is not a segment").unwrap();
+    let err = Log::open(tmp.path()).unwrap_err();
+    assert!(
+        matches!(&err, Error::NotDurq { path, .. } if path == &fake),
+        "{err}"
+    );
 }

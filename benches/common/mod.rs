@@ -319,7 +319,7 @@ pub fn durq_with_segments(dir: &Path, segments: usize, segment_size: u64) -> dur
         .expect("open");
     let per_segment = ((segment_size as usize - 64) / durq::record::encoded_len(100)) as usize;
     let payload = [9u8; 100];
-    while log.segments().len() <= segments {
+    while log.segments().expect("segments").len() <= segments {
         log.append_batch(std::iter::repeat_n(&payload[..], per_segment / 2))
             .expect("fill");
     }
@@ -341,9 +341,9 @@ pub fn durq_with_segments_and_tail(
         .open(dir)
         .expect("reopen");
     let payload = [9u8; 100];
-    let before = log.segments().len();
+    let before = log.segments().expect("segments").len();
     // Fill the small active segment until the log rolls into a big one.
-    while log.segments().len() == before {
+    while log.segments().expect("segments").len() == before {
         log.append(payload).expect("fill");
     }
     let mut left = tail_records;

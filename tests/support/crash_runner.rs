@@ -1838,7 +1838,10 @@ impl Runner<'_> {
             }
         }
         // The report matches what was cut.
-        let segments = log.segments();
+        let segments = match log.segments() {
+            Ok(s) => s,
+            Err(e) => return self.violation(format!("listing the segments failed: {e}")),
+        };
         let Some(last) = segments.last() else {
             return self.violation("the recovered log has no segment");
         };

@@ -118,7 +118,7 @@ pub fn require_log(dir: &Path) -> Result<(), CliError> {
             dir.display()
         ))),
         Ok(_) if !durq::inspect::is_log_dir(dir) => Err(CliError::usage(format!(
-            "{} is not a durq log: it holds no segment files (NNNNNNNNNNNNNNNNNNNN.seg)",
+            "{} is not a durq log: it holds no segment files (BASE-SEQ.seg)",
             dir.display()
         ))),
         Ok(_) => Ok(()),
