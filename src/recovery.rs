@@ -507,7 +507,13 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
     }
 
     // Leftover temp files are unfinished segment creations: nothing durable
-    // refers to them.
+    // refers to them. In a directory without any segment they are left
+    // alone: open has not yet ruled out that the directory is someone
+    // else's (it checks that only when it would create a log), and a later
+    // open of the created log removes them.
+    if listed.is_empty() {
+        temps.clear();
+    }
     if mode == Mode::Repair && !temps.is_empty() {
         for t in &temps {
             storage

@@ -492,6 +492,35 @@ fn refuses_to_create_a_log_in_a_directory_of_other_files() {
 }
 
 #[test]
+fn a_stray_lock_file_among_other_files_changes_nothing() {
+    // A directory holding `durq.lock` (a log whose segments were removed by
+    // hand, say) is checked for foreign files only after the lock is taken.
+    // Nothing in it may be removed on the way, not even `.tmp` files.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::write(dir.join(durq::names::LOCK_FILE), b"").unwrap();
+    fs::write(dir.join("important.doc"), b"x").unwrap();
+    fs::write(dir.join("draft.tmp"), b"unsaved work").unwrap();
+    let err = Log::open(dir).unwrap_err();
+    assert!(err.to_string().contains("holds no durq log"), "{err}");
+    assert!(segment_files(dir).is_empty());
+    assert_eq!(fs::read(dir.join("draft.tmp")).unwrap(), b"unsaved work");
+    assert_eq!(fs::read(dir.join("important.doc")).unwrap(), b"x");
+
+    // With only durq's own leftovers, the log is created; its leftover
+    // temporary file goes on the next open, once the directory is a log.
+    fs::remove_file(dir.join("important.doc")).unwrap();
+    drop(Log::open(dir).unwrap());
+    assert_eq!(segment_files(dir).len(), 1);
+    let log = Log::open(dir).unwrap();
+    assert!(!dir.join("draft.tmp").exists());
+    assert_eq!(
+        log.recovery_report().removed_temp_files,
+        vec![dir.join("draft.tmp")]
+    );
+}
+
+#[test]
 fn segment_named_file_that_is_not_durq_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     drop(Log::open(tmp.path()).unwrap());
