@@ -125,9 +125,16 @@ fn main() {
     // Setup, untimed: files, logs, databases, prefilled data for scans.
     let mut raw = RawFile::create(&d.join("raw-small"), cli::RAW_FILE_BYTES).unwrap();
     let mut raw_big = RawFile::create(&d.join("raw-1mib"), 256 << 20).unwrap();
+    let mut raw_fresh = common::FreshFile::create(&d.join("raw-fresh")).unwrap();
     let log_append = common::durq_log(&d.join("append"));
     let log_batch = common::durq_log(&d.join("batch"));
     let log_big = common::durq_log(&d.join("big"));
+    // The same with size-bound retention: released segments come back as
+    // spares, so the log writes into blocks it already owns.
+    let log_big_ret = durq::Options::new()
+        .retention(durq::Retention::max_bytes(4 * durq::DEFAULT_SEGMENT_SIZE))
+        .open(d.join("big-retained"))
+        .unwrap();
     let log_ack = common::durq_log(&d.join("ack"));
     let consumer_ack = log_ack.consumer("bench").unwrap();
     let log_bc = common::durq_log(&d.join("batch-consumer"));
@@ -207,6 +214,16 @@ fn main() {
                 log_big.append(&big).unwrap();
             }),
         );
+        res.push(
+            "durq_1MiB_retained",
+            common::repeat_for(slot, 1, || {
+                log_big_ret.append(&big).unwrap();
+            }),
+        );
+        res.push(
+            "raw_fresh_1MiB",
+            common::repeat_for(slot, 1, || raw_fresh.append_sync(&big).unwrap()),
+        );
 
         res.push(
             "durq_ack_each",
@@ -250,8 +267,18 @@ fn main() {
     }
     let rounds_time = started.elapsed();
     drop((consumer_ack, consumer_bc));
-    drop((log_append, log_batch, log_big, log_ack, log_bc, log_scan));
-    drop((raw, raw_big, sq_append, sq_batch, sq_consume, sq_scan));
+    drop((
+        log_append,
+        log_batch,
+        log_big,
+        log_big_ret,
+        log_ack,
+        log_bc,
+        log_scan,
+    ));
+    drop((
+        raw, raw_big, raw_fresh, sq_append, sq_batch, sq_consume, sq_scan,
+    ));
 
     // Open time and memory: 10 vs 1,000 small segments, interleaved opens.
     eprintln!("building logs with 10 and 1,000 segments");
@@ -355,6 +382,18 @@ fn main() {
         0.8,
     );
     row(
+        "1 MiB records, size-bound retention (segments reused) vs raw 1 MiB pwrite+fdatasync",
+        "durq_1MiB_retained",
+        &["raw_1MiB"],
+        0.8,
+    );
+    row(
+        "1 MiB records vs raw 1 MiB appends to a growing file (new blocks; not a target)",
+        "durq_1MiB",
+        &["raw_fresh_1MiB"],
+        0.8,
+    );
+    row(
         "1 consumer, next+ack each vs SQLite txn/message",
         "durq_ack_each",
         &["sqlite_consume"],
@@ -428,9 +467,11 @@ fn main() {
         median(&p99_16)
     );
     println!(
-        "Raw 1 MiB pwrite+fdatasync: {:.0} MiB/s; durq 1 MiB records: {:.0} MiB/s.",
+        "Raw 1 MiB pwrite+fdatasync: {:.0} MiB/s in place, {:.0} MiB/s appended to a growing file; durq 1 MiB records: {:.0} MiB/s, {:.0} MiB/s with size-bound retention.",
         m(res.rates("raw_1MiB")),
-        m(res.rates("durq_1MiB"))
+        m(res.rates("raw_fresh_1MiB")),
+        m(res.rates("durq_1MiB")),
+        m(res.rates("durq_1MiB_retained"))
     );
     println!(
         "Open: {} segments {:.2} ms, {} segments {:.2} ms (medians of {} opens each).",

@@ -41,7 +41,15 @@ pub(crate) struct Shared {
     /// `durq.end`, rewritten (never synced) after each publish so that
     /// processes reading the directory without the lock know the durable end.
     end_hint: Option<Box<dyn crate::storage::StorageFile>>,
+    /// Segment files retention released, renamed to temporary names, for the
+    /// writer to zero-fill and reuse as spares (at most
+    /// [`SPARE_POOL_MAX`]).
+    pub spare_pool: Mutex<Vec<PathBuf>>,
 }
+
+/// At most this many released segment files wait to be reused as spares;
+/// retention deletes the others.
+pub(crate) const SPARE_POOL_MAX: usize = 2;
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -367,6 +375,44 @@ impl Inner {
         min
     }
 
+    /// Takes a segment retention removed from the table off the disk: its
+    /// file is renamed to a temporary name and kept for the writer to reuse
+    /// as a spare if it has the size new segments have, nothing refers to
+    /// it any more (no reader, no record borrowed from a map of it) and the
+    /// pool has room; otherwise it is deleted. Either way the directory is
+    /// synced, and the segment is gone from the log (a temporary file is
+    /// never part of a log: the next open removes it).
+    fn release_segment(&self, seg: Arc<Segment>) -> Result<()> {
+        let storage = &*self.shared.storage;
+        let dir = &self.shared.dir;
+        let path = seg.path.clone();
+        let reusable = seg.unused()
+            && seg
+                .meta(storage)
+                .is_ok_and(|m| m.size == self.options.segment_size)
+            && lock(&self.shared.spare_pool).len() < SPARE_POOL_MAX;
+        drop(seg);
+        let mut kept = None;
+        if reusable {
+            let tmp = segment::temp_path(dir, "recycled");
+            if storage.rename(&path, &tmp).is_ok() {
+                kept = Some(tmp);
+            }
+        }
+        if kept.is_none() {
+            storage
+                .remove_file(&path)
+                .map_err(|e| Error::io("delete segment", &path, e))?;
+        }
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+        if let Some(tmp) = kept {
+            lock(&self.shared.spare_pool).push(tmp);
+        }
+        Ok(())
+    }
+
     fn apply_retention(&self) -> Result<Vec<PathBuf>> {
         let policy = self.options.retention;
         let mut deleted = Vec::new();
@@ -397,15 +443,9 @@ impl Inner {
                 break;
             }
             self.shared.remove_segment(oldest.base);
-            let path = &oldest.path;
-            let storage = &*self.shared.storage;
-            storage
-                .remove_file(path)
-                .map_err(|e| Error::io("delete segment", path, e))?;
-            storage
-                .sync_dir(&self.shared.dir)
-                .map_err(|e| Error::io("sync directory", &self.shared.dir, e))?;
-            deleted.push(path.clone());
+            let path = oldest.path.clone();
+            self.release_segment(oldest)?;
+            deleted.push(path);
         }
         Ok(deleted)
     }
@@ -531,6 +571,7 @@ impl Log {
             durable_lock: Mutex::new(end),
             durable_cv: Condvar::new(),
             end_hint: open_end_hint(&*storage, dir, end),
+            spare_pool: Mutex::new(Vec::new()),
         });
         let file = storage
             .open_file(&active.path, OpenMode::ReadWrite)
@@ -897,7 +938,7 @@ fn open_end_hint(
 }
 
 fn create_first_segment(storage: &dyn Storage, dir: &Path, size: u64) -> Result<SegmentMeta> {
-    let spare = segment::prepare_spare(storage, dir, size)
+    let spare = segment::prepare_spare(storage, dir, size, None)
         .map_err(|e| Error::io("create segment in", dir, e))?;
     let path = dir.join(names::segment_file_name(0, 0));
     let meta = SegmentMeta {

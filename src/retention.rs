@@ -1,7 +1,9 @@
 //! Retention: which old segments may be deleted. Default: none.
 //!
 //! Deletion removes whole sealed segments, oldest first, never the active
-//! one. Each file is unlinked and the directory `fsync`ed before the next is
+//! one. Each file is unlinked (or, when nothing refers to it any more,
+//! renamed to a temporary name and kept to be zero-filled and reused as the
+//! next spare segment) and the directory `fsync`ed before the next is
 //! touched, so after a crash the remaining segments are always a contiguous
 //! run (a deleted segment may reappear, never one in the middle). The first
 //! retained offset is derived from the oldest remaining segment's name, so

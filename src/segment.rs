@@ -7,7 +7,7 @@ use std::io;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use crate::error::{Error, Result};
 use crate::names;
@@ -72,15 +72,28 @@ pub(crate) struct Spare {
 
 /// Creates a spare: a temp file of `size` zero bytes, written and synced
 /// (data and length) so that appends into it later only need `fdatasync`.
-pub(crate) fn prepare_spare(storage: &dyn Storage, dir: &Path, size: u64) -> io::Result<Spare> {
-    static SPARE_COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = SPARE_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let path = dir.join(format!(
-        "spare-{}-{n}{}",
-        std::process::id(),
-        names::TEMP_SUFFIX
-    ));
-    let file = storage.open_file(&path, OpenMode::CreateNew)?;
+/// `reuse` is a recycled segment file of that size to fill instead of a new
+/// file.
+pub(crate) fn prepare_spare(
+    storage: &dyn Storage,
+    dir: &Path,
+    size: u64,
+    reuse: Option<PathBuf>,
+) -> io::Result<Spare> {
+    // A recycled file (a segment retention released, already renamed to a
+    // temporary name) is zero-filled in place: the same bytes are written,
+    // but into blocks the file system has already allocated, which on some
+    // disks is several times faster than filling new ones.
+    let (path, file) = match reuse {
+        Some(path) => match storage.open_file(&path, OpenMode::ReadWrite) {
+            Ok(file) if file.len().is_ok_and(|n| n == size) => (path, file),
+            _ => {
+                let _ = storage.remove_file(&path);
+                fresh_spare(storage, dir)?
+            }
+        },
+        None => fresh_spare(storage, dir)?,
+    };
     let fill = || -> io::Result<()> {
         let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(size as usize)];
         let mut pos = 0u64;
@@ -99,6 +112,24 @@ pub(crate) fn prepare_spare(storage: &dyn Storage, dir: &Path, size: u64) -> io:
             Err(e)
         }
     }
+}
+
+/// A new temporary file name in `dir` (`PREFIX-PID-N.tmp`): every temporary
+/// file is removed by the next open.
+pub(crate) fn temp_path(dir: &Path, prefix: &str) -> PathBuf {
+    static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(
+        "{prefix}-{}-{n}{}",
+        std::process::id(),
+        names::TEMP_SUFFIX
+    ))
+}
+
+fn fresh_spare(storage: &dyn Storage, dir: &Path) -> io::Result<(PathBuf, Box<dyn StorageFile>)> {
+    let path = temp_path(dir, "spare");
+    let file = storage.open_file(&path, OpenMode::CreateNew)?;
+    Ok((path, file))
 }
 
 /// A record's bytes, borrowed from a memory map or owned.
@@ -216,6 +247,10 @@ pub(crate) struct Segment {
     pub path: PathBuf,
     meta: OnceLock<SegmentMeta>,
     handle: Mutex<Option<Arc<OpenSegment>>>,
+    /// Every memory map made of the file, weakly: a map outlives its handle
+    /// while a [`Record`] borrows from it, and then the file must not be
+    /// reused for another segment.
+    maps: Mutex<Vec<Weak<dyn AsRef<[u8]> + Send + Sync>>>,
 }
 
 impl Segment {
@@ -228,6 +263,7 @@ impl Segment {
             path,
             meta: OnceLock::new(),
             handle: Mutex::new(None),
+            maps: Mutex::new(Vec::new()),
         }
     }
 
@@ -240,6 +276,7 @@ impl Segment {
             path: meta.path.clone(),
             meta: OnceLock::from(meta),
             handle: Mutex::new(None),
+            maps: Mutex::new(Vec::new()),
         }
     }
 
@@ -257,6 +294,14 @@ impl Segment {
         }
         let m = crate::recovery::read_segment_meta(storage, &self.path, self.base, self.seq)?;
         Ok(self.meta.get_or_init(|| m))
+    }
+
+    /// Whether nothing but the caller's handle refers to this segment: no
+    /// reader holds it and no record borrows from a map of its file. Only
+    /// then may its file be reused (it must be out of the segment table
+    /// already, so that no new reference can appear).
+    pub(crate) fn unused(self: &Arc<Segment>) -> bool {
+        Arc::strong_count(self) == 1 && lock(&self.maps).iter().all(|w| w.strong_count() == 0)
     }
 
     /// Drops the cached handle (the open-segment cache evicted it).
@@ -293,6 +338,11 @@ impl Segment {
         } else {
             None
         };
+        if let Some(m) = &map {
+            let mut maps = lock(&self.maps);
+            maps.retain(|w| w.strong_count() > 0);
+            maps.push(Arc::downgrade(m));
+        }
         if let Some(m) = &map
             && ((**m).as_ref().len() as u64) < meta.size
         {

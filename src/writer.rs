@@ -522,9 +522,10 @@ impl Writer {
         let storage = self.shared.storage.clone();
         let dir = self.shared.dir.clone();
         let size = self.new_segment_size;
+        let reuse = lock(&self.shared.spare_pool).pop();
         let spawned = std::thread::Builder::new()
             .name("durq-prealloc".into())
-            .spawn(move || segment::prepare_spare(&*storage, &dir, size));
+            .spawn(move || segment::prepare_spare(&*storage, &dir, size, reuse));
         // If no thread can be spawned, the spare is made at rollover instead.
         if let Ok(handle) = spawned {
             leader.spare = SpareSlot::Pending(handle);
@@ -544,6 +545,7 @@ impl Writer {
                 &*self.shared.storage,
                 &self.shared.dir,
                 self.new_segment_size,
+                lock(&self.shared.spare_pool).pop(),
             ),
         }
     }
@@ -558,6 +560,11 @@ impl Drop for Writer {
         };
         if let Some(Spare { path, file }) = spare {
             drop(file);
+            let _ = self.shared.storage.remove_file(&path);
+        }
+        // Released segment files not reused yet (temporary files, which the
+        // next open would remove anyway).
+        for path in std::mem::take(&mut *lock(&self.shared.spare_pool)) {
             let _ = self.shared.storage.remove_file(&path);
         }
     }

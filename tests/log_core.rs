@@ -995,3 +995,126 @@ fn last_segment_named_file_that_is_not_durq_is_a_clear_error() {
         "{err}"
     );
 }
+
+fn temp_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with(prefix) && name.ends_with(".tmp")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn retention_recycles_released_segment_files_as_spares() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let seg = 8192u64;
+    let options = small(seg)
+        .background_preallocation(false)
+        .retention(durq::Retention::max_bytes(3 * seg));
+    let log = options.open(dir).unwrap();
+    let mut next = 0u64;
+    // Grow to three segments (at the bound): nothing released yet.
+    while log.segments().unwrap().len() < 3 {
+        assert_eq!(log.append(payload(next)).unwrap(), next);
+        next += 1;
+        assert!(next < 10_000);
+    }
+    assert!(temp_files(dir, "recycled-").is_empty());
+    // The rollover to a fourth segment goes over the bound: the oldest is
+    // released after the append, and kept under a temporary name.
+    let oldest = segment_files(dir)[0].clone();
+    let oldest_ino = fs::metadata(&oldest).unwrap().ino();
+    while log.segments().unwrap().len() < 4 && log.first_offset() == 0 {
+        log.append(payload(next)).unwrap();
+        next += 1;
+        assert!(next < 10_000);
+    }
+    assert!(log.first_offset() > 0, "retention released nothing");
+    assert!(!oldest.exists());
+    let kept = temp_files(dir, "recycled-");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(fs::metadata(&kept[0]).unwrap().ino(), oldest_ino);
+    // The next rollover reuses that very file (same inode), zero-filled:
+    // the new segment reads back exactly what was appended to it.
+    let before = segment_files(dir);
+    while segment_files(dir).iter().all(|p| before.contains(p)) {
+        log.append(payload(next)).unwrap();
+        next += 1;
+        assert!(next < 10_000);
+    }
+    let newest = segment_files(dir).last().unwrap().clone();
+    assert_eq!(fs::metadata(&newest).unwrap().ino(), oldest_ino);
+    let first = log.first_offset();
+    for off in first..next {
+        assert_eq!(log.read(off).unwrap().unwrap().to_vec(), payload(off));
+    }
+    drop(log);
+    // Nothing of it is left behind, and the log reopens clean.
+    assert!(temp_files(dir, "recycled-").is_empty());
+    let log = options.open(dir).unwrap();
+    assert_eq!(log.end(), next);
+    assert!(
+        log.recovery_report().is_clean(),
+        "{:?}",
+        log.recovery_report()
+    );
+    for off in log.first_offset()..next {
+        assert_eq!(log.read(off).unwrap().unwrap().to_vec(), payload(off));
+    }
+}
+
+#[test]
+fn a_segment_a_record_or_reader_still_uses_is_never_recycled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let seg = 8192u64;
+    for holder in ["record", "iter"] {
+        let dir = dir.join(holder);
+        let log = small(seg)
+            .background_preallocation(false)
+            .retention(durq::Retention::max_bytes(2 * seg))
+            .open(&dir)
+            .unwrap();
+        log.append(b"first record, held while its segment is released")
+            .unwrap();
+        // A mapped record of segment 0, or an iterator positioned in it.
+        let record = log.read(0).unwrap().unwrap();
+        let mut iter = log.iter(0);
+        assert_eq!(iter.next().unwrap().unwrap().0, 0);
+        if holder == "record" {
+            drop(iter);
+            iter = log.iter(u64::MAX);
+        }
+        let mut next = 1u64;
+        // Many rollovers: segment 0 is released, and many spares made.
+        while log.first_offset() == 0 {
+            log.append(payload(next)).unwrap();
+            next += 1;
+            assert!(next < 10_000, "retention never released segment 0");
+        }
+        for _ in 0..200 {
+            log.append(payload(next)).unwrap();
+            next += 1;
+        }
+        // Its file was deleted, not reused: what is held still reads right.
+        assert_eq!(
+            record.as_bytes(),
+            b"first record, held while its segment is released"
+        );
+        if holder == "iter" {
+            match iter.next() {
+                Some(Ok((off, rec))) => assert_eq!(rec.to_vec(), payload(off)),
+                Some(Err(e)) => panic!("held iterator broke: {e}"),
+                None => {}
+            }
+        }
+        drop((record, iter));
+    }
+}
