@@ -424,30 +424,37 @@ impl OpenSegment {
                 format!("record {offset}: {}", why.describe()),
             )
         };
-        let (header, header_bytes) = self.header_at(pos, offset)?;
-        let len = header.len as usize;
-        let next = pos + header.encoded_len() as u64;
-        let start = pos as usize + RECORD_HEADER_LEN;
-        let record = match &self.map {
+        let (header, record) = match &self.map {
             Some(m) => {
-                let whole = &(**m).as_ref()[pos as usize..next as usize];
+                // Straight from the map (at least `meta.size` long, checked
+                // at open): no intermediate copies or calls.
+                let bytes: &[u8] = (**m).as_ref();
+                let p = (pos as usize).min(bytes.len());
+                let room = (meta.size as usize).min(bytes.len()).saturating_sub(p);
+                let header = expect_header(meta, pos, offset, &bytes[p..p + room], room)?;
+                let whole = &bytes[p..p + header.encoded_len()];
                 record::check(&header, self.seed, whole).map_err(bad)?;
-                Record {
+                let start = p + RECORD_HEADER_LEN;
+                let record = Record {
                     bytes: RecordBytes::Mapped {
                         map: m.clone(),
                         start,
-                        end: start + len,
+                        end: start + header.len as usize,
                     },
-                }
+                };
+                (header, record)
             }
             None => {
+                let (header, header_bytes) = self.header_at(pos, offset)?;
                 let body_len = header.encoded_len() - RECORD_HEADER_LEN;
-                let mut body = self.read_bytes(start as u64, body_len)?.into_owned();
+                let start = pos + RECORD_HEADER_LEN as u64;
+                let mut body = self.read_bytes(start, body_len)?.into_owned();
                 record::check_split(&header, self.seed, &header_bytes, &body).map_err(bad)?;
-                body.truncate(len);
-                Record {
+                body.truncate(header.len as usize);
+                let record = Record {
                     bytes: RecordBytes::Owned(body),
-                }
+                };
+                (header, record)
             }
         };
         if header.is_lost() {
@@ -456,7 +463,7 @@ impl OpenSegment {
                 path: meta.path.clone(),
             });
         }
-        Ok((record, next))
+        Ok((record, pos + header.encoded_len() as u64))
     }
 
     /// Finds the byte position of record `offset`, walking headers from the
