@@ -6,7 +6,7 @@
 //! scans the last segment to find the end of the log, and repairs a torn
 //! tail by zeroing it in place (never truncating: the file may be
 //! memory-mapped). Sealed segments' headers are not read: each is checked
-//! when a reader first opens the segment (see [`crate::segment::Segment`]),
+//! when a reader first opens the segment (`segment::Segment::open`),
 //! so opening costs the same whatever the number of segments. Everything
 //! else that is wrong is an error naming the file and byte position. It
 //! returns a structured [`RecoveryReport`]. Recovery is idempotent, and
