@@ -487,18 +487,22 @@ impl Log {
     fn open_with(options: &Options, dir: &Path) -> Result<Log> {
         options.validate()?;
         let storage = options.storage.clone();
-        let created_dir = storage
+        // The directories this open creates (the log directory and any
+        // missing ancestors, outermost first): their entries are made
+        // durable when the log is created, below.
+        let mut created_dirs = Vec::new();
+        let mut d = dir;
+        while !d.as_os_str().is_empty() && !storage.is_dir(d) && !storage.exists(d) {
+            created_dirs.push(d.to_owned());
+            match d.parent() {
+                Some(p) => d = p,
+                None => break,
+            }
+        }
+        created_dirs.reverse();
+        storage
             .create_dir_all(dir)
             .map_err(|e| Error::io("create directory", dir, e))?;
-        if created_dir {
-            let parent = match dir.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            storage
-                .sync_dir(parent)
-                .map_err(|e| Error::io("sync directory", parent, e))?;
-        }
         if !storage.is_dir(dir) {
             return Err(Error::InvalidArgument(format!(
                 "{} is not a directory",
@@ -531,6 +535,22 @@ impl Log {
                 // Not checked before locking: no log is created among
                 // someone else's files either.
                 refuse_foreign_directory(&*storage, dir)?;
+            }
+            // A new log: make its directory's entry durable (and those of
+            // the directories created for it), whoever created the
+            // directory, before its first segment exists, so that an open
+            // that fails here leaves no segment and the next one syncs again.
+            if !created_dirs.iter().any(|c| c == dir) {
+                created_dirs.push(dir.to_owned());
+            }
+            for created in &created_dirs {
+                let parent = match created.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                storage
+                    .sync_dir(parent)
+                    .map_err(|e| Error::io("sync directory", parent, e))?;
             }
             let meta = create_first_segment(&*storage, dir, options.segment_size)?;
             recovered.tail_pos = SEGMENT_HEADER_LEN as u64;

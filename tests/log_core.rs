@@ -1118,3 +1118,120 @@ fn a_segment_a_record_or_reader_still_uses_is_never_recycled() {
         drop((record, iter));
     }
 }
+
+// ---- the log directory's own entry is made durable when a log is created ----
+
+/// Real files; records every directory sync, and fails the syncs of one
+/// directory while `fail_dir` names it.
+#[derive(Debug, Default, Clone)]
+struct DirSyncs {
+    synced: Arc<std::sync::Mutex<Vec<PathBuf>>>,
+    fail_dir: Arc<std::sync::Mutex<Option<PathBuf>>>,
+}
+
+impl Storage for DirSyncs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<bool> {
+        FsStorage.create_dir_all(dir)
+    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        FsStorage.list_dir(dir)
+    }
+    fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
+        FsStorage.open_file(path, mode)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        FsStorage.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        FsStorage.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.fail_dir.lock().unwrap().as_deref() == Some(dir) {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        self.synced.lock().unwrap().push(dir.to_owned());
+        FsStorage.sync_dir(dir)
+    }
+    fn try_lock(&self, path: &Path) -> io::Result<LockGuard> {
+        FsStorage.try_lock(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        FsStorage.is_dir(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        FsStorage.exists(path)
+    }
+}
+
+#[test]
+fn creating_a_log_syncs_every_directory_it_created_into_its_parent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let dir = root.join("a").join("b").join("log");
+    let storage = DirSyncs::default();
+    let log = small(1 << 16)
+        .storage(Arc::new(storage.clone()))
+        .open(&dir)
+        .unwrap();
+    let synced = storage.synced.lock().unwrap().clone();
+    // Each created directory's entry: `a` in root, `b` in a, `log` in b.
+    for parent in [root.to_owned(), root.join("a"), root.join("a").join("b")] {
+        assert!(
+            synced.contains(&parent),
+            "{parent:?} not synced: {synced:?}"
+        );
+    }
+    log.append(b"x").unwrap();
+}
+
+#[test]
+fn a_failed_sync_of_the_parent_is_made_again_by_the_next_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let parent = tmp.path().join("p");
+    fs::create_dir(&parent).unwrap();
+    let dir = parent.join("log");
+    let storage = DirSyncs::default();
+    *storage.fail_dir.lock().unwrap() = Some(parent.clone());
+    let opts = small(1 << 16).storage(Arc::new(storage.clone()));
+    let err = opts.open(&dir).unwrap_err();
+    assert!(err.to_string().contains("sync directory"), "{err}");
+    // The directory now exists; the next open (the disk healthy again) must
+    // still make its entry durable before the log is used.
+    *storage.fail_dir.lock().unwrap() = None;
+    storage.synced.lock().unwrap().clear();
+    let log = opts.open(&dir).unwrap();
+    assert!(
+        storage.synced.lock().unwrap().contains(&parent),
+        "{:?}",
+        storage.synced.lock().unwrap()
+    );
+    assert_eq!(log.append(b"x").unwrap(), 0);
+}
+
+#[test]
+fn a_log_in_a_directory_someone_else_made_gets_its_entry_synced_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("made-by-mkdir");
+    fs::create_dir(&dir).unwrap();
+    let storage = DirSyncs::default();
+    let opts = small(1 << 16).storage(Arc::new(storage.clone()));
+    drop(opts.open(&dir).unwrap());
+    assert!(
+        storage
+            .synced
+            .lock()
+            .unwrap()
+            .contains(&tmp.path().to_owned())
+    );
+    // Reopening an existing log does not: its entry was synced when it was
+    // created.
+    storage.synced.lock().unwrap().clear();
+    drop(opts.open(&dir).unwrap());
+    assert!(
+        !storage
+            .synced
+            .lock()
+            .unwrap()
+            .contains(&tmp.path().to_owned())
+    );
+}
