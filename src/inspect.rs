@@ -332,7 +332,7 @@ impl LogView {
                 Err(e) => return Err(Error::io("lock", &lock_path, e)),
             },
             Access::ReadOnly if !has_lock_file => (None, false),
-            Access::ReadOnly => match storage.try_lock(&lock_path) {
+            Access::ReadOnly => match storage.try_lock_existing(&lock_path) {
                 Ok(g) => (Some(g), false),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => (None, true),
                 Err(e) => {

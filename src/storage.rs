@@ -79,6 +79,15 @@ pub trait Storage: fmt::Debug + Send + Sync + 'static {
     /// another holder (in this process or another) has it.
     fn try_lock(&self, path: &Path) -> io::Result<LockGuard>;
 
+    /// Like [`Storage::try_lock`] for a lock file that already exists, which
+    /// it never creates nor opens for writing: a process that may only read
+    /// the directory (`durq stat`, `verify`, `dump` run by another user) can
+    /// still tell whether a writer holds the lock. The default calls
+    /// `try_lock`.
+    fn try_lock_existing(&self, path: &Path) -> io::Result<LockGuard> {
+        self.try_lock(path)
+    }
+
     /// Whether `path` names an existing directory.
     fn is_dir(&self, path: &Path) -> bool;
 
@@ -192,6 +201,20 @@ impl Storage for FsStorage {
             .create(true)
             .truncate(false)
             .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(file)),
+            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "lock is held by another handle",
+            )),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn try_lock_existing(&self, path: &Path) -> io::Result<LockGuard> {
+        // `flock` does not depend on the access mode: a read-only
+        // descriptor takes the same exclusive lock.
+        let file = File::open(path)?;
         match file.try_lock() {
             Ok(()) => Ok(Box::new(file)),
             Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(

@@ -957,3 +957,92 @@ fn stat_with_no_tty_draws_no_progress_bar_and_stdout_closed_early_is_quiet() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stderr(&o), "");
 }
+
+/// Makes everything under `root` readable (not writable) by other users.
+fn open_for_reading_by_others(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![root.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::metadata(&path).expect("metadata");
+        let mode = if meta.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&path).expect("read_dir") {
+                stack.push(e.expect("entry").path());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_user_who_may_only_read_the_log_still_sees_whether_a_writer_is_active() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = make_log(tmp.path(), 20, "4K");
+    // The reader runs a copy of the binary as another, unprivileged user
+    // (`nobody`, through `setpriv`, when the tests run as root; otherwise
+    // as this user, who may not write a 0444 file either).
+    let bin = tmp.path().join("durq-copy");
+    std::fs::copy(DURQ, &bin).expect("copy binary");
+    open_for_reading_by_others(tmp.path());
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let lock = dir.join(durq::names::LOCK_FILE);
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let run = |args: &[&str]| -> Output {
+        let mut cmd = if is_root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        cmd.args(args).output().expect("run durq as a reader")
+    };
+    // The reader really cannot write the lock file.
+    let probe = if is_root {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+            ])
+            .arg(format!(": >> '{}'", lock.display()))
+            .status()
+            .expect("setpriv")
+    } else {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(": >> '{}'", lock.display()))
+            .status()
+            .expect("sh")
+    };
+    assert!(
+        !probe.success(),
+        "the reader could write {}",
+        lock.display()
+    );
+
+    let o = run(&["stat", p(&dir), "--json"]);
+    assert_eq!(code(&o), 0, "{}\n{}", stdout(&o), stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["writer_active"], false, "{v}");
+    assert_eq!(v["end_offset"], 20);
+    assert!(
+        !v["notes"].to_string().contains("could not probe"),
+        "{}",
+        v["notes"]
+    );
+
+    // With a writer holding the lock, the reader sees it.
+    let log = durq::Log::open(&dir).expect("writer");
+    let v = json(&run(&["stat", p(&dir), "--json"]));
+    assert_eq!(v["writer_active"], true, "{v}");
+    drop(log);
+}
