@@ -53,8 +53,10 @@ case $cmd in
         tmp=$(mktemp -d "${TMPDIR:-/tmp}/durq-cmin.XXXXXX")
         trap 'rm -rf "$tmp"' EXIT
         mkdir "$tmp/in" "$tmp/out"
+        # Inputs are named by their content's hash: a name found in both
+        # directories is the same input, copied once.
         find "fuzz/corpus/$t" "fuzz/corpus-local/$t" -type f ! -name 'crash-*' \
-            -exec cp -t "$tmp/in" {} +
+            -exec cp -n -t "$tmp/in" {} \;
         cargo fuzz run "${FLAGS[@]}" "$t" "$tmp/out" "$tmp/in" -- \
             -set_cover_merge=1 -use_counters=0 -max_len="$max_len"
         out=$tmp/out
