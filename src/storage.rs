@@ -201,28 +201,13 @@ impl Storage for FsStorage {
             .create(true)
             .truncate(false)
             .open(path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Box::new(file)),
-            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "lock is held by another handle",
-            )),
-            Err(fs::TryLockError::Error(e)) => Err(e),
-        }
+        lock_file(file)
     }
 
     fn try_lock_existing(&self, path: &Path) -> io::Result<LockGuard> {
         // `flock` does not depend on the access mode: a read-only
         // descriptor takes the same exclusive lock.
-        let file = File::open(path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Box::new(file)),
-            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "lock is held by another handle",
-            )),
-            Err(fs::TryLockError::Error(e)) => Err(e),
-        }
+        lock_file(File::open(path)?)
     }
 
     fn is_dir(&self, path: &Path) -> bool {
@@ -231,6 +216,19 @@ impl Storage for FsStorage {
 
     fn exists(&self, path: &Path) -> bool {
         fs::symlink_metadata(path).is_ok()
+    }
+}
+
+/// Takes `file`'s exclusive `flock` lock without waiting; the guard keeps
+/// the file open. A lock held elsewhere is [`io::ErrorKind::WouldBlock`].
+fn lock_file(file: File) -> io::Result<LockGuard> {
+    match file.try_lock() {
+        Ok(()) => Ok(Box::new(file)),
+        Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "lock is held by another handle",
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
