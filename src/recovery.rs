@@ -344,11 +344,7 @@ pub(crate) fn check_segment_header(
     base: u64,
     seq: u64,
 ) -> Result<SegmentMeta> {
-    let len = file.len().map_err(|e| Error::io("stat segment", path, e))?;
-    let mut buf = vec![0u8; SEGMENT_HEADER_LEN.min(len as usize)];
-    file.read_at(&mut buf, 0)
-        .map_err(|e| Error::io("read segment header", path, e))?;
-    let h = SegmentHeader::decode(&buf).map_err(|bad| header_error(path, bad))?;
+    let (h, len) = read_header(file, path)?;
     if h.base_offset != base {
         return Err(Error::corrupt(
             path,
@@ -411,23 +407,26 @@ pub(crate) fn refuse_format1_names(
     }
 }
 
+/// Reads and decodes the header of the segment file `file` (at `path`);
+/// returns it with the file's length. Errors name the file.
+fn read_header(file: &dyn StorageFile, path: &Path) -> Result<(SegmentHeader, u64)> {
+    let len = file.len().map_err(|e| Error::io("stat segment", path, e))?;
+    let mut buf = vec![0u8; SEGMENT_HEADER_LEN.min(len as usize)];
+    file.read_at(&mut buf, 0)
+        .map_err(|e| Error::io("read segment header", path, e))?;
+    let h = SegmentHeader::decode(&buf).map_err(|bad| header_error(path, bad))?;
+    Ok((h, len))
+}
+
 /// Why the format-1-named segment file at `path` cannot be used.
 pub(crate) fn format1_error(storage: &dyn Storage, path: &Path) -> Error {
-    let file = match storage.open_file(path, OpenMode::Read) {
-        Ok(f) => f,
-        Err(e) => return Error::io("open segment", path, e),
-    };
-    let len = match file.len() {
-        Ok(l) => l,
-        Err(e) => return Error::io("stat segment", path, e),
-    };
-    let mut buf = vec![0u8; SEGMENT_HEADER_LEN.min(len as usize)];
-    if let Err(e) = file.read_at(&mut buf, 0) {
-        return Error::io("read segment header", path, e);
-    }
-    match SegmentHeader::decode(&buf) {
-        Err(bad) => header_error(path, bad),
-        Ok(h) => Error::corrupt(
+    let header = storage
+        .open_file(path, OpenMode::Read)
+        .map_err(|e| Error::io("open segment", path, e))
+        .and_then(|file| read_header(&*file, path));
+    match header {
+        Err(e) => e,
+        Ok((h, _)) => Error::corrupt(
             path,
             0,
             format!(
