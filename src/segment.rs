@@ -413,28 +413,34 @@ impl OpenSegment {
         Ok((header, bytes))
     }
 
+    /// The fully checked record at `pos` (which must hold `offset`) of the
+    /// mapped segment `bytes`: its header and encoded bytes, straight from
+    /// the map (at least `meta.size` long, checked at open), no copies.
+    #[inline]
+    fn mapped_record<'a>(
+        &self,
+        bytes: &'a [u8],
+        pos: u64,
+        offset: u64,
+    ) -> Result<(record::RecordHeader, &'a [u8])> {
+        let meta = &self.meta;
+        let p = (pos as usize).min(bytes.len());
+        let room = (meta.size as usize).min(bytes.len()).saturating_sub(p);
+        let header = expect_header(meta, pos, offset, &bytes[p..p + room], room)?;
+        let whole = &bytes[p..p + header.encoded_len()];
+        record::check(&header, self.seed, whole)
+            .map_err(|why| bad_record(meta, pos, offset, why))?;
+        Ok((header, whole))
+    }
+
     /// Reads and fully checks the record at `pos`, which must hold `offset`.
     /// Returns the record and the position of the next one.
     pub(crate) fn record_at(&self, pos: u64, offset: u64) -> Result<(Record, u64)> {
         let meta = &self.meta;
-        let bad = |why: record::Invalid| {
-            Error::corrupt(
-                &meta.path,
-                pos,
-                format!("record {offset}: {}", why.describe()),
-            )
-        };
         let (header, record) = match &self.map {
             Some(m) => {
-                // Straight from the map (at least `meta.size` long, checked
-                // at open): no intermediate copies or calls.
-                let bytes: &[u8] = (**m).as_ref();
-                let p = (pos as usize).min(bytes.len());
-                let room = (meta.size as usize).min(bytes.len()).saturating_sub(p);
-                let header = expect_header(meta, pos, offset, &bytes[p..p + room], room)?;
-                let whole = &bytes[p..p + header.encoded_len()];
-                record::check(&header, self.seed, whole).map_err(bad)?;
-                let start = p + RECORD_HEADER_LEN;
+                let header = self.mapped_record((**m).as_ref(), pos, offset)?.0;
+                let start = pos as usize + RECORD_HEADER_LEN;
                 let record = Record {
                     bytes: RecordBytes::Mapped {
                         map: m.clone(),
@@ -449,7 +455,8 @@ impl OpenSegment {
                 let body_len = header.encoded_len() - RECORD_HEADER_LEN;
                 let start = pos + RECORD_HEADER_LEN as u64;
                 let mut body = self.read_bytes(start, body_len)?.into_owned();
-                record::check_split(&header, self.seed, &header_bytes, &body).map_err(bad)?;
+                record::check_split(&header, self.seed, &header_bytes, &body)
+                    .map_err(|why| bad_record(meta, pos, offset, why))?;
                 body.truncate(header.len as usize);
                 let record = Record {
                     bytes: RecordBytes::Owned(body),
@@ -522,32 +529,20 @@ impl OpenSegment {
         F: FnMut(u64, &[u8]) -> std::ops::ControlFlow<()>,
     {
         let meta = &self.meta;
-        // Mapped: one slice for the whole walk (the map is at least
-        // `meta.size` long, checked when it was opened).
+        // Mapped: one slice for the whole walk.
         let mapped: Option<&[u8]> = self.map.as_ref().map(|m| (**m).as_ref());
         while offset < limit {
             let buffered;
             let (header, whole): (record::RecordHeader, &[u8]) = match mapped {
-                Some(bytes) => {
-                    let p = (pos as usize).min(bytes.len());
-                    let size = (meta.size as usize).min(bytes.len());
-                    let room = size.saturating_sub(p);
-                    let header = expect_header(meta, pos, offset, &bytes[p..p + room], room)?;
-                    (header, &bytes[p..p + header.encoded_len()])
-                }
+                Some(bytes) => self.mapped_record(bytes, pos, offset)?,
                 None => {
                     let (header, _) = self.header_at(pos, offset)?;
                     buffered = self.read_bytes(pos, header.encoded_len())?;
+                    record::check(&header, self.seed, &buffered)
+                        .map_err(|why| bad_record(meta, pos, offset, why))?;
                     (header, &buffered)
                 }
             };
-            record::check(&header, self.seed, whole).map_err(|why| {
-                Error::corrupt(
-                    &meta.path,
-                    pos,
-                    format!("record {offset}: {}", why.describe()),
-                )
-            })?;
             if header.is_lost() {
                 return Err(Error::Lost {
                     offset,
@@ -570,6 +565,15 @@ impl OpenSegment {
             broke: false,
         })
     }
+}
+
+/// The error for record `offset` at `pos` that fails its check.
+fn bad_record(meta: &SegmentMeta, pos: u64, offset: u64, why: record::Invalid) -> Error {
+    Error::corrupt(
+        &meta.path,
+        pos,
+        format!("record {offset}: {}", why.describe()),
+    )
 }
 
 /// Parses the record header at the start of `bytes` (`room` bytes remain
