@@ -146,10 +146,13 @@ impl Shared {
     /// Total size of the segment files, from their headers. Reads (and
     /// checks) the header of every segment not read yet, so it is used only
     /// by size-bound retention, whose logs hold few segments; after the
-    /// first call every header is cached and this only adds numbers.
+    /// first call every header is cached and this only adds numbers (it runs
+    /// after every append of such a log, so it walks the table in place
+    /// rather than copying it).
     pub(crate) fn segment_bytes(&self) -> Result<u64> {
+        let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
         let mut total = 0u64;
-        for seg in self.segment_list() {
+        for seg in segs.values() {
             total += seg.meta(&*self.storage)?.size;
         }
         Ok(total)
