@@ -519,8 +519,7 @@ impl Log {
         // another directory is listed here, before the lock file is made:
         // listing a directory of many segments costs more than anything
         // else opening does.
-        let had_lock_file = storage.exists(&lock_path);
-        if !had_lock_file {
+        if !storage.exists(&lock_path) {
             refuse_foreign_directory(&*storage, dir)?;
         }
         let lock_guard = storage.try_lock(&lock_path).map_err(|e| {
@@ -532,13 +531,10 @@ impl Log {
                 Error::io("lock", &lock_path, e)
             }
         })?;
+        // Recovery refuses a directory of someone else's files (from its
+        // own listing, before changing anything) when it holds no segment.
         let mut recovered = recovery::recover(&*storage, dir, Mode::Repair)?;
         if recovered.segments.is_empty() {
-            if had_lock_file {
-                // Not checked before locking: no log is created among
-                // someone else's files either.
-                refuse_foreign_directory(&*storage, dir)?;
-            }
             // A new log: make its directory's entry durable (and those of
             // the directories created for it), whoever created the
             // directory, before its first segment exists, so that an open
@@ -912,7 +908,9 @@ pub struct SegmentInfo {
 }
 
 /// Refuses, before creating any file, a directory that holds other files
-/// but no durq segment: a log is never created among someone else's files.
+/// but no durq segment (see [`recovery::refuse_foreign`]). Used before the
+/// lock file is created in a directory that does not have one; recovery
+/// makes the same check from its own listing otherwise.
 fn refuse_foreign_directory(storage: &dyn Storage, dir: &Path) -> Result<()> {
     let listing = storage
         .list_dir(dir)
@@ -920,31 +918,7 @@ fn refuse_foreign_directory(storage: &dyn Storage, dir: &Path) -> Result<()> {
     // A log of an older format is reported as such (before the lock file
     // is created: nothing is changed), never taken for foreign files.
     recovery::refuse_format1_names(storage, dir, &listing)?;
-    if listing
-        .iter()
-        .any(|n| names::parse_segment_file_name(n).is_some())
-    {
-        return Ok(());
-    }
-    let known = [
-        names::LOCK_FILE,
-        names::END_HINT_FILE,
-        names::CLIENTS_DIR,
-        names::SALVAGE_DIR,
-    ];
-    let mut foreign: Vec<&String> = listing
-        .iter()
-        .filter(|n| !known.contains(&n.as_str()) && !n.ends_with(names::TEMP_SUFFIX))
-        .collect();
-    foreign.sort();
-    match foreign.first() {
-        None => Ok(()),
-        Some(example) => Err(Error::InvalidArgument(format!(
-            "{} holds no durq log but other files (such as {}); refusing to create a log there",
-            dir.display(),
-            dir.join(example).display()
-        ))),
-    }
+    recovery::refuse_foreign(dir, &listing)
 }
 
 /// Opens `durq.end` and writes the recovered end into it before any append.

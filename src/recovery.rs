@@ -439,6 +439,36 @@ pub(crate) fn format1_error(storage: &dyn Storage, path: &Path) -> Error {
     }
 }
 
+/// Refuses a directory that holds no durq segment but other files (durq's
+/// own lock, hint, clients and salvage entries and `*.tmp` files aside):
+/// a log is never created among someone else's files.
+pub(crate) fn refuse_foreign(dir: &Path, listing: &[String]) -> Result<()> {
+    if listing
+        .iter()
+        .any(|n| names::parse_segment_file_name(n).is_some())
+    {
+        return Ok(());
+    }
+    let known = [
+        names::LOCK_FILE,
+        names::END_HINT_FILE,
+        names::CLIENTS_DIR,
+        names::SALVAGE_DIR,
+    ];
+    let foreign = listing
+        .iter()
+        .filter(|n| !known.contains(&n.as_str()) && !n.ends_with(names::TEMP_SUFFIX))
+        .min();
+    match foreign {
+        None => Ok(()),
+        Some(example) => Err(Error::InvalidArgument(format!(
+            "{} holds no durq log but other files (such as {}); refusing to create a log there",
+            dir.display(),
+            dir.join(example).display()
+        ))),
+    }
+}
+
 /// What recovery should do about what it finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -461,8 +491,8 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
     refuse_format1_names(storage, dir, &names_in_dir)?;
     let mut listed = Vec::new();
     let mut temps = Vec::new();
-    for name in names_in_dir {
-        if let Some((base, seq)) = names::parse_segment_file_name(&name) {
+    for name in names_in_dir.iter().map(String::as_str) {
+        if let Some((base, seq)) = names::parse_segment_file_name(name) {
             listed.push((base, seq, dir.join(name)));
         } else if name.ends_with(names::TEMP_SUFFIX) {
             temps.push(dir.join(name));
@@ -506,11 +536,12 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
     }
 
     // Leftover temp files are unfinished segment creations: nothing durable
-    // refers to them. In a directory without any segment they are left
-    // alone: open has not yet ruled out that the directory is someone
-    // else's (it checks that only when it would create a log), and a later
-    // open of the created log removes them.
+    // refers to them. A directory without any segment is not a log yet:
+    // if it holds someone else's files it is refused here, before anything
+    // is changed; otherwise its temp files are left for the first open of
+    // the log created in it.
     if listed.is_empty() {
+        refuse_foreign(dir, &names_in_dir)?;
         temps.clear();
     }
     if mode == Mode::Repair && !temps.is_empty() {
