@@ -8,9 +8,10 @@
 //! is involved in committing; staging is bounded ([`MAX_STAGED_BYTES`]), so
 //! appenders wait when the disk is behind rather than queueing without limit.
 //!
-//! Rollover uses a spare segment prepared ahead of time (zero-filled and
-//! synced by a background thread started once the active segment is half
-//! full): the leader writes the new header into it,
+//! Rollover uses a spare segment prepared ahead of time (a new file, or a
+//! segment file retention released, zero-filled and synced by a background
+//! thread started once the active segment is half full): the leader writes
+//! the new header into it,
 //! syncs it, renames it to its final name and syncs the directory before any
 //! record goes into it.
 
