@@ -125,7 +125,7 @@ fn main() {
     // Setup, untimed: files, logs, databases, prefilled data for scans.
     let mut raw = RawFile::create(&d.join("raw-small"), cli::RAW_FILE_BYTES).unwrap();
     let mut raw_big = RawFile::create(&d.join("raw-1mib"), 256 << 20).unwrap();
-    let mut raw_fresh = common::FreshFile::create(&d.join("raw-fresh")).unwrap();
+    let mut raw_fresh = RawFile::create_growing(&d.join("raw-fresh")).unwrap();
     let log_append = common::durq_log(&d.join("append"));
     let log_batch = common::durq_log(&d.join("batch"));
     let log_big = common::durq_log(&d.join("big"));
@@ -222,7 +222,7 @@ fn main() {
         );
         res.push(
             "raw_fresh_1MiB",
-            common::repeat_for(slot, 1, || raw_fresh.append_sync(&big).unwrap()),
+            common::repeat_for(slot, 1, || raw_fresh.write_sync(&big).unwrap()),
         );
 
         res.push(

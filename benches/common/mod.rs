@@ -83,47 +83,6 @@ pub fn durq_log(dir: &Path) -> durq::Log {
     durq::Log::open(dir).expect("open durq log")
 }
 
-/// A file that only grows: each write goes to its end, into newly
-/// allocated blocks, followed by `fdatasync` (which then also commits the
-/// new size). The disk's rate for durable writes of *new* data, which bounds
-/// any log that grows without reusing space. Removed on drop.
-pub struct FreshFile {
-    file: std::fs::File,
-    path: PathBuf,
-    pos: u64,
-}
-
-impl FreshFile {
-    /// Creates the empty file `path`.
-    pub fn create(path: &Path) -> std::io::Result<FreshFile> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
-        Ok(FreshFile {
-            file,
-            path: path.to_owned(),
-            pos: 0,
-        })
-    }
-
-    /// Appends `buf` and `fdatasync`s.
-    pub fn append_sync(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        self.file.write_all_at(buf, self.pos)?;
-        self.file.sync_data()?;
-        self.pos += buf.len() as u64;
-        Ok(())
-    }
-}
-
-impl Drop for FreshFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 /// A durq log in `dir` holding `n` records of `len` bytes.
 pub fn durq_prefilled(dir: &Path, n: u64, len: usize) -> durq::Log {
     let log = durq_log(dir);

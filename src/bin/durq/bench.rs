@@ -63,6 +63,25 @@ impl RawFile {
         })
     }
 
+    /// Creates `path` empty, for writes that only ever go to its end, into
+    /// newly allocated blocks (each `fdatasync` then also commits the new
+    /// size): the disk's rate for durable writes of *new* data, which bounds
+    /// any log that grows without reusing space.
+    #[allow(dead_code)] // used by the benches, which share this module
+    pub fn create_growing(path: &Path) -> io::Result<RawFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(RawFile {
+            file,
+            path: path.to_owned(),
+            size: u64::MAX,
+            pos: 0,
+        })
+    }
+
     /// Writes `buf` at the next position (wrapping at the end of the file)
     /// and `fdatasync`s it.
     pub fn write_sync(&mut self, buf: &[u8]) -> io::Result<()> {
