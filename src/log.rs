@@ -576,10 +576,13 @@ impl Log {
             .ok_or_else(|| {
                 Error::InvalidArgument("internal error: no active segment after recovery".into())
             })?;
-        let mut table = BTreeMap::new();
-        for seg in recovered.segments {
-            table.insert(seg.base, Arc::new(seg));
-        }
+        // Recovery returns the segments in order, so the table is built in
+        // bulk rather than by one insertion per segment.
+        let table: BTreeMap<u64, Arc<Segment>> = recovered
+            .segments
+            .into_iter()
+            .map(|seg| (seg.base, Arc::new(seg)))
+            .collect();
         let shared = Arc::new(Shared {
             storage: storage.clone(),
             dir: dir.to_owned(),
