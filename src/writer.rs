@@ -520,13 +520,16 @@ impl Writer {
         if !self.background_spares || !matches!(leader.spare, SpareSlot::Empty) {
             return;
         }
-        let storage = self.shared.storage.clone();
-        let dir = self.shared.dir.clone();
+        let shared = self.shared.clone();
         let size = self.new_segment_size;
-        let reuse = lock(&self.shared.spare_pool).pop();
+        // The released file to reuse is taken from the pool by the thread
+        // itself, so that a failed spawn leaves it in the pool.
         let spawned = std::thread::Builder::new()
             .name("durq-prealloc".into())
-            .spawn(move || segment::prepare_spare(&*storage, &dir, size, reuse));
+            .spawn(move || {
+                let reuse = lock(&shared.spare_pool).pop();
+                segment::prepare_spare(&*shared.storage, &shared.dir, size, reuse)
+            });
         // If no thread can be spawned, the spare is made at rollover instead.
         if let Ok(handle) = spawned {
             leader.spare = SpareSlot::Pending(handle);
