@@ -1046,3 +1046,86 @@ fn a_user_who_may_only_read_the_log_still_sees_whether_a_writer_is_active() {
     assert_eq!(v["writer_active"], true, "{v}");
     drop(log);
 }
+
+/// The README's main job, shortened: `durq bench` measures in a scratch
+/// directory inside the one given, reports every workload with a rate for
+/// every round, and removes everything it created.
+#[test]
+fn bench_reports_every_workload_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let parent = tmp.path().join("measure-here");
+    std::fs::create_dir(&parent).expect("mkdir");
+
+    let o = durq(&["bench", p(&parent), "--duration", "0", "--json"]);
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["durq_version"], env!("CARGO_PKG_VERSION"));
+    let dir = v["dir"].as_str().expect("dir is a string");
+    assert!(
+        Path::new(dir).starts_with(&parent),
+        "{dir} is not inside {}",
+        parent.display()
+    );
+    let rounds = v["rounds"].as_u64().expect("rounds");
+    assert_eq!(rounds, 3, "a run under 10 s has 3 rounds");
+    let results = v["results"].as_array().expect("results");
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "raw_fdatasync",
+            "append_1_thread",
+            "append_16_threads",
+            "consume_ack",
+            "scan"
+        ]
+    );
+    for r in results {
+        let name = &r["name"];
+        let median = r["median"].as_f64().expect("median is a number");
+        assert!(median.is_finite() && median > 0.0, "{name}: median {median}");
+        let per_round = r["per_round"].as_array().expect("per_round");
+        assert_eq!(per_round.len() as u64, rounds, "{name}");
+        for x in per_round {
+            let x = x.as_f64().expect("rate");
+            assert!(x.is_finite() && x > 0.0, "{name}: a round measured {x}");
+        }
+        let ratio = r["ratio_to_raw"].as_f64().expect("ratio");
+        assert!(ratio.is_finite() && ratio > 0.0, "{name}: ratio {ratio}");
+        // Latency is measured for the appends only.
+        let appends = name == "append_1_thread" || name == "append_16_threads";
+        assert_eq!(r["p99_latency_us"].is_f64(), appends, "{name}: {r}");
+    }
+    assert_eq!(results[0]["ratio_to_raw"], 1.0);
+    let left: Vec<_> = std::fs::read_dir(&parent)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert!(left.is_empty(), "bench left files behind: {left:?}");
+
+    // The table names each workload and the ratio column.
+    let o = durq(&["bench", p(&parent), "--duration", "0"]);
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    let table = stdout(&o);
+    for label in [
+        "raw pwrite+fdatasync",
+        "durq append, 1 thread",
+        "durq append, 16 threads",
+        "durq next+ack, 1 consumer",
+        "durq scan with CRC",
+        "vs raw",
+    ] {
+        assert!(table.contains(label), "table lacks {label:?}:\n{table}");
+    }
+    assert_eq!(std::fs::read_dir(&parent).expect("list").count(), 0);
+
+    // A directory that does not exist is a usage error, named.
+    let missing = tmp.path().join("no-such-dir");
+    let o = durq(&["bench", p(&missing)]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("no-such-dir"), "{}", stderr(&o));
+    assert!(!missing.exists());
+}
