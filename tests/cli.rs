@@ -1086,7 +1086,10 @@ fn bench_reports_every_workload_and_leaves_nothing_behind() {
     for r in results {
         let name = &r["name"];
         let median = r["median"].as_f64().expect("median is a number");
-        assert!(median.is_finite() && median > 0.0, "{name}: median {median}");
+        assert!(
+            median.is_finite() && median > 0.0,
+            "{name}: median {median}"
+        );
         let per_round = r["per_round"].as_array().expect("per_round");
         assert_eq!(per_round.len() as u64, rounds, "{name}");
         for x in per_round {
@@ -1128,4 +1131,55 @@ fn bench_reports_every_workload_and_leaves_nothing_behind() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("no-such-dir"), "{}", stderr(&o));
     assert!(!missing.exists());
+}
+
+/// Ctrl-C during `durq bench` stops it within a workload, removes the
+/// scratch directory and prints no results.
+#[test]
+fn bench_interrupted_removes_its_scratch_directory_and_exits_130() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(DURQ)
+        .args(["bench", p(tmp.path()), "--duration", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run durq bench");
+    // Wait until the scratch directory holds the log, then a little more,
+    // so that the signal arrives while a workload runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let scratch = loop {
+        let found = std::fs::read_dir(tmp.path())
+            .expect("list")
+            .map(|e| e.expect("entry").path())
+            .find(|d| d.join("log").join("durq.lock").exists());
+        if let Some(d) = found {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "bench never created its log");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    interrupt(&child);
+    // A workload lasts 60 s / 25 = 2.4 s here.
+    let code = wait_timeout(&mut child, Duration::from_secs(20));
+    let mut out = String::new();
+    let mut err = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read stdout");
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    assert_eq!(code, Some(130), "stderr: {err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(!out.contains("vs raw"), "results printed: {out}");
+    assert!(!scratch.exists(), "{} left behind", scratch.display());
+    assert_eq!(std::fs::read_dir(tmp.path()).expect("list").count(), 0);
 }

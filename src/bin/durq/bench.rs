@@ -395,11 +395,16 @@ impl Row {
 
 /// Runs the benchmark in `dir` (a temporary directory if `None`) for about
 /// `duration`, printing a table (or JSON with `json`) to stdout.
+///
+/// `interrupted` is asked between workloads; once it says yes, the run
+/// stops, removes its scratch directory, prints nothing on stdout and
+/// returns `Ok(false)`.
 pub fn run(
     dir: Option<&Path>,
     duration: Duration,
     json: bool,
-) -> Result<(), Box<dyn std::error::Error>> {
+    interrupted: fn() -> bool,
+) -> Result<bool, Box<dyn std::error::Error>> {
     let parent = match dir {
         Some(d) => {
             if !d.is_dir() {
@@ -460,13 +465,43 @@ pub fn run(
         if progress {
             eprint!("\rround {}/{rounds}...", round + 1);
         }
+        // Ctrl-C is honoured between workloads, so within one slot; a
+        // round cut short is not reported.
+        let stop = || {
+            if interrupted() {
+                if progress {
+                    eprint!("\r                    \r");
+                }
+                eprintln!(
+                    "durq: bench interrupted; removing {}",
+                    scratch.path.display()
+                );
+                return true;
+            }
+            false
+        };
+        if stop() {
+            return Ok(false);
+        }
         let r = raw_sync_for(&mut raw, RAW_RECORD_BYTES, slot)?.rate();
+        if stop() {
+            return Ok(false);
+        }
+        let mut s1 = durq_append_for(&log, 1, RECORD_BYTES, slot, true)?;
+        if stop() {
+            return Ok(false);
+        }
+        let mut s16 = durq_append_for(&log, 16, RECORD_BYTES, slot, true)?;
+        if stop() {
+            return Ok(false);
+        }
+        let c = durq_consume_ack_for(&log, &consumer, RECORD_BYTES, slot)?;
+        if stop() {
+            return Ok(false);
+        }
+        let scan = durq_scan_for(&log, slot)?;
         rows[0].rates.push(r);
         rows[0].ratios.push(1.0);
-        let mut s1 = durq_append_for(&log, 1, RECORD_BYTES, slot, true)?;
-        let mut s16 = durq_append_for(&log, 16, RECORD_BYTES, slot, true)?;
-        let c = durq_consume_ack_for(&log, &consumer, RECORD_BYTES, slot)?;
-        let scan = durq_scan_for(&log, slot)?;
         for (row, s) in rows[1..].iter_mut().zip([&mut s1, &mut s16]) {
             row.p99_us.push(
                 s.latency_quantile(0.99)
@@ -499,7 +534,7 @@ pub fn run(
     } else {
         print_table(rounds, slot, &rows);
     }
-    Ok(())
+    Ok(true)
 }
 
 fn print_table(rounds: u32, slot: Duration, rows: &[Row]) {

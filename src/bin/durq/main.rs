@@ -25,8 +25,8 @@ Exit codes:
        done before is reported
   2    usage error, I/O error, locked log, missing or non-durq directory,
        bad client name or offset; nothing was changed
-  130  consume interrupted by Ctrl-C (SIGINT) or SIGTERM; nothing that
-       was not printed was acknowledged";
+  130  interrupted by Ctrl-C (SIGINT) or SIGTERM: consume acknowledged
+       nothing it did not print; bench removed its scratch directory";
 
 const TOP_HELP: &str = "\
 Examples:
@@ -411,10 +411,14 @@ fn run(cli: Cli) -> Result<Outcome, CliError> {
             cursor::set(&a.dir, &a.client, target, a.create)
         }
         Command::Cursor(CursorCommand::Delete(a)) => cursor::delete(&a.dir, &a.client),
-        Command::Bench(a) => match bench::run(a.dir.as_deref(), a.duration, a.json) {
-            Ok(()) => Ok(Outcome::Success),
-            Err(e) => Err(CliError::usage(format!("bench: {e}"))),
-        },
+        Command::Bench(a) => {
+            util::catch_interrupts();
+            match bench::run(a.dir.as_deref(), a.duration, a.json, util::interrupted) {
+                Ok(true) => Ok(Outcome::Success),
+                Ok(false) => Ok(Outcome::Interrupted),
+                Err(e) => Err(CliError::usage(format!("bench: {e}"))),
+            }
+        }
     }
 }
 
