@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::{ControlFlow, Range};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -272,9 +272,11 @@ impl Options {
     }
 
     /// Whether the next segment file is created and zero-filled by a
-    /// background thread ahead of need (default `true`). With `false` it is
-    /// created when the active segment fills, inside an append; the
-    /// deterministic crash tests use this.
+    /// background thread ahead of need (default `true`): the thread starts
+    /// once the active segment is half full, and closing the log stops it
+    /// and removes its file. With `false` the file is created when the
+    /// active segment fills, inside an append; the deterministic crash tests
+    /// use this.
     pub fn background_preallocation(mut self, yes: bool) -> Options {
         self.background_preallocation = yes;
         self
@@ -938,7 +940,7 @@ fn open_end_hint(
 }
 
 fn create_first_segment(storage: &dyn Storage, dir: &Path, size: u64) -> Result<SegmentMeta> {
-    let spare = segment::prepare_spare(storage, dir, size, None)
+    let spare = segment::prepare_spare(storage, dir, size, None, &AtomicBool::new(false))
         .map_err(|e| Error::io("create segment in", dir, e))?;
     let path = dir.join(names::segment_file_name(0, 0));
     let meta = SegmentMeta {

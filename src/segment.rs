@@ -6,7 +6,7 @@ use std::fmt;
 use std::io;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use crate::error::{Error, Result};
@@ -73,12 +73,14 @@ pub(crate) struct Spare {
 /// Creates a spare: a temp file of `size` zero bytes, written and synced
 /// (data and length) so that appends into it later only need `fdatasync`.
 /// `reuse` is a recycled segment file of that size to fill instead of a new
-/// file.
+/// file. Once `cancel` is set (checked before each chunk of zeros), it stops,
+/// removes the file and fails with [`io::ErrorKind::Interrupted`].
 pub(crate) fn prepare_spare(
     storage: &dyn Storage,
     dir: &Path,
     size: u64,
     reuse: Option<PathBuf>,
+    cancel: &AtomicBool,
 ) -> io::Result<Spare> {
     // A recycled file (a segment retention released, already renamed to a
     // temporary name) is zero-filled in place: the same bytes are written,
@@ -98,6 +100,12 @@ pub(crate) fn prepare_spare(
         let zeros = vec![0u8; ZERO_CHUNK_BYTES.min(size as usize)];
         let mut pos = 0u64;
         while pos < size {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "spare segment preparation cancelled",
+                ));
+            }
             let n = zeros.len().min((size - pos) as usize);
             file.write_at(&zeros[..n], pos)?;
             pos += n as u64;

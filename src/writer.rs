@@ -17,6 +17,7 @@
 
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -79,7 +80,9 @@ struct WState {
 enum SpareSlot {
     #[default]
     Empty,
-    Pending(JoinHandle<std::io::Result<Spare>>),
+    /// Being prepared by a thread; setting the flag makes it stop and
+    /// remove its file.
+    Pending(JoinHandle<std::io::Result<Spare>>, Arc<AtomicBool>),
 }
 
 /// State only the leader touches.
@@ -522,23 +525,25 @@ impl Writer {
         }
         let shared = self.shared.clone();
         let size = self.new_segment_size;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let cancelled = cancel.clone();
         // The released file to reuse is taken from the pool by the thread
         // itself, so that a failed spawn leaves it in the pool.
         let spawned = std::thread::Builder::new()
             .name("durq-prealloc".into())
             .spawn(move || {
                 let reuse = lock(&shared.spare_pool).pop();
-                segment::prepare_spare(&*shared.storage, &shared.dir, size, reuse)
+                segment::prepare_spare(&*shared.storage, &shared.dir, size, reuse, &cancelled)
             });
         // If no thread can be spawned, the spare is made at rollover instead.
         if let Ok(handle) = spawned {
-            leader.spare = SpareSlot::Pending(handle);
+            leader.spare = SpareSlot::Pending(handle, cancel);
         }
     }
 
     fn take_spare(&self, leader: &mut LeaderState) -> std::io::Result<Spare> {
         let ready = match std::mem::take(&mut leader.spare) {
-            SpareSlot::Pending(h) => h.join().ok().and_then(|r| r.ok()),
+            SpareSlot::Pending(h, _) => h.join().ok().and_then(|r| r.ok()),
             SpareSlot::Empty => None,
         };
         match ready {
@@ -550,6 +555,7 @@ impl Writer {
                 &self.shared.dir,
                 self.new_segment_size,
                 lock(&self.shared.spare_pool).pop(),
+                &AtomicBool::new(false),
             ),
         }
     }
@@ -558,8 +564,15 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         let leader = self.leader.get_mut().unwrap_or_else(|e| e.into_inner());
+        // A spare still being prepared is not waited for: closing a log
+        // that a short-lived process wrote a little into costs no segment's
+        // worth of zeros. The thread stops at its next chunk and removes
+        // its file.
         let spare = match std::mem::take(&mut leader.spare) {
-            SpareSlot::Pending(h) => h.join().ok().and_then(|r| r.ok()),
+            SpareSlot::Pending(h, cancel) => {
+                cancel.store(true, Ordering::Relaxed);
+                h.join().ok().and_then(|r| r.ok())
+            }
             SpareSlot::Empty => None,
         };
         if let Some(Spare { path, file }) = spare {

@@ -1235,3 +1235,122 @@ fn a_log_in_a_directory_someone_else_made_gets_its_entry_synced_too() {
             .contains(&tmp.path().to_owned())
     );
 }
+
+// ---- closing while a spare segment is being prepared ----
+
+/// Storage whose writes to spare segment files (`spare-*.tmp`) take 200 ms
+/// each once armed; spare files opened and writes to them are counted.
+#[derive(Debug, Clone, Default)]
+struct SlowSpares {
+    armed: Arc<AtomicBool>,
+    spare_opens: Arc<std::sync::atomic::AtomicUsize>,
+    spare_writes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct SlowSpareFile {
+    inner: Box<dyn StorageFile>,
+    spare: bool,
+    storage: SlowSpares,
+}
+
+impl Storage for SlowSpares {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<bool> {
+        FsStorage.create_dir_all(dir)
+    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        FsStorage.list_dir(dir)
+    }
+    fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
+        let spare = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("spare-"));
+        if spare && self.armed.load(Ordering::SeqCst) {
+            self.spare_opens.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(Box::new(SlowSpareFile {
+            inner: FsStorage.open_file(path, mode)?,
+            spare,
+            storage: self.clone(),
+        }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        FsStorage.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        FsStorage.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        FsStorage.sync_dir(dir)
+    }
+    fn try_lock(&self, path: &Path) -> io::Result<LockGuard> {
+        FsStorage.try_lock(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        FsStorage.is_dir(path)
+    }
+}
+
+impl StorageFile for SlowSpareFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        self.inner.read_at(buf, pos)
+    }
+    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        if self.spare && self.storage.armed.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            self.storage.spare_writes.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.write_at(buf, pos)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        self.inner.sync_all()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn map(&self) -> io::Result<Option<Mapping>> {
+        self.inner.map()
+    }
+}
+
+#[test]
+fn closing_stops_a_spare_being_prepared_instead_of_finishing_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = SlowSpares::default();
+    // 8 MiB segments: a spare is 8 chunks of zeros (1 MiB each), 1.6 s here.
+    let opts = small(8 << 20).storage(Arc::new(storage.clone()));
+    let log = opts.open(tmp.path()).unwrap();
+    storage.armed.store(true, Ordering::SeqCst);
+    // Past half full: the writer starts preparing the next segment.
+    let big = vec![7u8; 1 << 20];
+    for _ in 0..5 {
+        log.append(&big).unwrap();
+    }
+    drop(log);
+    assert_eq!(
+        storage.spare_opens.load(Ordering::SeqCst),
+        1,
+        "one spare was being prepared"
+    );
+    let written = storage.spare_writes.load(Ordering::SeqCst);
+    assert!(
+        written < 8,
+        "closing waited for the whole spare to be zero-filled ({written} chunks)"
+    );
+    let left: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    let log = small(8 << 20).open(tmp.path()).unwrap();
+    assert_eq!(log.end(), 5);
+    assert_eq!(log.read(4).unwrap().unwrap().as_ref(), &big[..]);
+}

@@ -60,13 +60,10 @@ pub fn run(
     } else {
         segment_size.unwrap_or(durq::DEFAULT_SEGMENT_SIZE)
     };
-    // No spare segment prepared in the background at open: the engine would
-    // zero-fill a whole segment at every `durq append`, however short, and
-    // wait for it at exit. The next segment is made when one fills instead.
-    let log = Options::new()
-        .segment_size(size)
-        .background_preallocation(false)
-        .open(dir)?;
+    // The next segment is prepared in the background once the active one is
+    // half full; an invocation that ends first stops that preparation at
+    // exit instead of waiting for it.
+    let log = Options::new().segment_size(size).open(dir)?;
     let max = log.max_record_size();
     let delim = if null { 0u8 } else { b'\n' };
     let (tx, rx) = mpsc::sync_channel::<Input>(batch.clamp(64, 8192));
