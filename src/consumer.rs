@@ -191,11 +191,9 @@ impl Client {
         std::result::Result<(u64, u64), (Error, bool)>,
     ) {
         let storage = &*log.shared.storage;
-        let next = generation + 1;
-        let snapshot = Snapshot {
-            generation: next,
-            acked,
-        };
+        // Checked before any write: the journal path below does not need a
+        // new generation, but both snapshot paths do.
+        let next = self.files.next_generation(generation);
         if let Some(j) = journal {
             if pos + JOURNAL_ENTRY_LEN as u64 <= JOURNAL_LEN {
                 let path = self.files.journal();
@@ -218,12 +216,28 @@ impl Client {
             // Full: fold into a new snapshot and reuse the journal from its
             // start. A failure before the rename (say the disk is full)
             // changes nothing and can be retried by a later ack.
+            let next = match next {
+                Ok(n) => n,
+                Err(e) => return (Some(j), Err((e, false))),
+            };
+            let snapshot = Snapshot {
+                generation: next,
+                acked,
+            };
             return match cursor::write_snapshot(storage, &self.files, snapshot) {
                 Ok(()) => (Some(j), Ok((next, 0))),
                 Err(e) => (Some(j), Err((e.error, e.renamed))),
             };
         }
         // No journal (it was missing or damaged): recreate it after a snapshot.
+        let next = match next {
+            Ok(n) => n,
+            Err(e) => return (None, Err((e, false))),
+        };
+        let snapshot = Snapshot {
+            generation: next,
+            acked,
+        };
         if let Err(e) = cursor::write_snapshot(storage, &self.files, snapshot) {
             return (None, Err((e.error, e.renamed)));
         }
@@ -256,7 +270,7 @@ impl Client {
         if let Some(r) = &s.poisoned {
             return Err(Error::Poisoned { reason: r.clone() });
         }
-        let next = s.generation + 1;
+        let next = self.files.next_generation(s.generation)?;
         if let Err(e) = cursor::write_snapshot(
             &*log.shared.storage,
             &self.files,
@@ -721,6 +735,7 @@ pub(crate) fn load_clients(
                 continue;
             }
         };
+        let first_repair = out.repairs.len();
         for p in &loaded.problems {
             out.repairs.push(CursorRepair {
                 client: name.clone(),
@@ -752,7 +767,34 @@ pub(crate) fn load_clients(
         // durable and lets a missing or damaged journal be recreated now.
         let stale_entries = loaded.newest_entry_generation > generation;
         if repair && (past_end || stale_entries || journal.is_none()) {
-            generation = generation.max(loaded.newest_entry_generation) + 1;
+            generation = match files.next_generation(generation.max(loaded.newest_entry_generation))
+            {
+                Ok(g) => g,
+                Err(e) => {
+                    // No newer generation can be written (a crafted cursor):
+                    // nothing is changed, and the client is not used; the
+                    // problems reported above are not repaired either.
+                    for r in &mut out.repairs[first_repair..] {
+                        if let Some(what) = r.action.strip_suffix("; recreated") {
+                            r.action = format!("{what}; not recreated");
+                        }
+                    }
+                    let path = files.slot(generation);
+                    out.repairs.push(CursorRepair {
+                        client: name.clone(),
+                        file: path.clone(),
+                        action: format!("{e}; the client is unusable until removed and recreated"),
+                    });
+                    out.clients.insert(
+                        name,
+                        ClientEntry::Broken {
+                            path,
+                            error: e.to_string(),
+                        },
+                    );
+                    continue;
+                }
+            };
             cursor::write_snapshot(storage, &files, Snapshot { generation, acked })?;
             journal_pos = 0;
             if journal.is_none() {

@@ -151,6 +151,27 @@ impl ClientFiles {
     pub(crate) fn journal(&self) -> PathBuf {
         self.dir.join(format!("{}{JOURNAL_SUFFIX}", self.name))
     }
+
+    /// The generation after `generation`, if the format allows it: a
+    /// snapshot of generation [`crate::record::MAX_COUNTER`] or more is
+    /// unreadable, so writing one would make the client unusable. Only a
+    /// crafted or damaged cursor file can come this close.
+    pub(crate) fn next_generation(&self, generation: u64) -> Result<u64> {
+        let next = generation.saturating_add(1);
+        if next >= crate::record::MAX_COUNTER {
+            return Err(Error::corrupt(
+                self.slot(generation),
+                0,
+                format!(
+                    "cursor of client {:?} is at generation {generation}, the last one the \
+                     format allows: its position cannot be moved or its journal folded; \
+                     remove and recreate the client",
+                    self.name
+                ),
+            ));
+        }
+        Ok(next)
+    }
 }
 
 /// `NAME.cursor.0` / `NAME.cursor.1`.

@@ -727,3 +727,90 @@ mod model {
         }
     }
 }
+
+/// A cursor whose generation is the last one the format allows (only a
+/// crafted or damaged file can hold it): moving the client or folding its
+/// journal needs a newer generation, which is refused with an error naming
+/// the file; the client keeps its durable position and stays usable.
+#[test]
+fn cursor_at_the_last_generation_refuses_to_advance_and_keeps_its_position() {
+    use durq::cursor::Snapshot;
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let log = open(tmp.path());
+        log.append_batch((0..10u8).map(|i| [i])).unwrap();
+        log.consumer("c").unwrap().seek(3).unwrap();
+    }
+    for f in cursor_files(tmp.path(), "c") {
+        fs::remove_file(f).unwrap();
+    }
+    let last = Snapshot {
+        generation: durq::record::MAX_COUNTER - 1, // odd: slot 1
+        acked: 3,
+    };
+    fs::write(tmp.path().join("clients/c.cursor.1"), last.encode()).unwrap();
+
+    let log = open(tmp.path());
+    let c = log.consumer("c").unwrap();
+    assert_eq!(c.acked(), 3);
+    let err = c.seek(5).unwrap_err();
+    assert!(err.to_string().contains("c.cursor"), "{err}");
+    assert!(err.to_string().contains("generation"), "{err}");
+    assert_eq!(c.acked(), 3, "a refused seek moved the position");
+    // Acks still work through the journal.
+    let m = c.next().unwrap().unwrap();
+    assert_eq!(m.offset(), 3);
+    m.ack().unwrap();
+    drop((c, log));
+
+    let log = open(tmp.path());
+    let c = log.consumer("c").expect("the client is still readable");
+    assert_eq!(c.acked(), 4);
+
+    // A full journal is folded into a new snapshot: refused, and the acks
+    // already in the journal stay durable.
+    let entries = (64 * 1024 / 32) as u64;
+    log.append_batch((0..entries).map(|i| i.to_le_bytes()))
+        .unwrap();
+    for _ in 1..entries {
+        c.next().unwrap().unwrap().ack().unwrap();
+    }
+    assert_eq!(c.acked(), 4 + entries - 1);
+    let err = c.next().unwrap().unwrap().ack().unwrap_err();
+    assert!(err.to_string().contains("generation"), "{err}");
+    drop((c, log));
+    let log = open(tmp.path());
+    assert_eq!(log.consumer("c").unwrap().acked(), 4 + entries - 1);
+    drop(log);
+
+    // With its journal gone, open would recreate it under a new generation:
+    // it cannot, so it changes nothing and reports the client unusable.
+    fs::remove_file(tmp.path().join("clients/c.journal")).unwrap();
+    let before = fs::read(tmp.path().join("clients/c.cursor.1")).unwrap();
+    let log = open(tmp.path());
+    let repairs: Vec<_> = log
+        .recovery_report()
+        .cursors
+        .iter()
+        .filter(|r| r.client == "c")
+        .cloned()
+        .collect();
+    assert!(
+        repairs.iter().any(|r| r.action.contains("generation")),
+        "{repairs:?}"
+    );
+    assert!(
+        repairs.iter().all(|r| !r.action.ends_with("; recreated")),
+        "a repair not made is reported as made: {repairs:?}"
+    );
+    let err = log.consumer("c").unwrap_err();
+    assert!(err.to_string().contains("c.cursor"), "{err}");
+    assert_eq!(
+        fs::read(tmp.path().join("clients/c.cursor.1")).unwrap(),
+        before
+    );
+    assert!(!tmp.path().join("clients/c.cursor.0").exists());
+    // Removed and created again, it starts over.
+    assert!(log.remove_consumer("c").unwrap());
+    assert_eq!(log.consumer("c").unwrap().acked(), 0);
+}
