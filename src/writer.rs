@@ -221,6 +221,25 @@ impl Writer {
                 record::MAX_COUNTER
             )));
         }
+        // Likewise sequence numbers: a segment numbered at or above
+        // MAX_COUNTER would be unreadable, so a batch that needs one is
+        // refused before anything is staged (only a crafted log gets here;
+        // each record starts at most one segment, so appends far from the
+        // limit skip the walk).
+        if st.assign.seq + payloads.len() as u64 >= record::MAX_COUNTER - 1 {
+            let (mut seq, mut pos, mut size) = (st.assign.seq, st.assign_pos, st.assign.size);
+            for p in payloads {
+                let n = record::encoded_len(p.len()) as u64;
+                (seq, pos, size) = self.placement(seq, pos, size, n);
+            }
+            if seq >= record::MAX_COUNTER {
+                return Err(Error::InvalidArgument(format!(
+                    "the log's segment sequence numbers are exhausted (they stop below {}): \
+                     no new segment can be created",
+                    record::MAX_COUNTER
+                )));
+            }
+        }
         let mut hashers = hashers.into_iter();
         for p in payloads {
             let h = hashers.next().unwrap_or_default();
@@ -288,23 +307,32 @@ impl Writer {
         self.space.notify_all();
     }
 
+    /// Where a record of `n` encoded bytes goes when the segment being
+    /// filled has sequence number `seq`, is `size` bytes and is filled up
+    /// to `pos`: the sequence number, fill position (after the record) and
+    /// size of the segment it lands in. A record that does not fit starts
+    /// a new segment; an active segment that holds no record (possible only
+    /// when it was created smaller than this log's segments now are) is
+    /// replaced in place, keeping its sequence number.
+    fn placement(&self, seq: u64, pos: u64, size: u64, n: u64) -> (u64, u64, u64) {
+        let header = SEGMENT_HEADER_LEN as u64;
+        if pos + n <= size {
+            return (seq, pos + n, size);
+        }
+        let seq = if pos == header { seq } else { seq + 1 };
+        (seq, header + n, self.new_segment_size)
+    }
+
     /// Encodes one record into the staging area, assigning its offset.
     fn stage(&self, st: &mut WState, payload: &[u8], hasher: crc32fast::Hasher) {
         let n = record::encoded_len(payload.len()) as u64;
         if st.assign_pos + n > st.assign.size {
-            // An active segment that holds no record (possible only when it
-            // was created smaller than this log's segments now are) is
-            // replaced in place: same base offset and sequence number.
-            let empty = st.assign_pos == SEGMENT_HEADER_LEN as u64;
+            let (seq, _, size) = self.placement(st.assign.seq, st.assign_pos, st.assign.size, n);
             st.assign = SegInfo {
                 base: st.next_offset,
-                seq: if empty {
-                    st.assign.seq
-                } else {
-                    st.assign.seq + 1
-                },
+                seq,
                 salt: self.shared.storage.new_salt(),
-                size: self.new_segment_size,
+                size,
             };
             st.assign_pos = SEGMENT_HEADER_LEN as u64;
         }

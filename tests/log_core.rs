@@ -1354,3 +1354,55 @@ fn closing_stops_a_spare_being_prepared_instead_of_finishing_it() {
     assert_eq!(log.end(), 5);
     assert_eq!(log.read(4).unwrap().unwrap().as_ref(), &big[..]);
 }
+
+// ---- the last sequence number ----
+
+/// A segment carrying the last sequence number the format allows (only a
+/// crafted or damaged log can): filling it cannot create a next segment,
+/// so appends fail with a clear error and the log still opens with every
+/// record that was acknowledged.
+#[test]
+fn a_segment_with_the_last_sequence_number_refuses_to_roll_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seg_size = 1u64 << 12;
+    drop(small(seg_size).open(tmp.path()).unwrap());
+    let files = segment_files(tmp.path());
+    let [only] = &files[..] else {
+        panic!("one segment expected: {files:?}");
+    };
+    let last_seq = durq::record::MAX_COUNTER - 1;
+    let mut bytes = fs::read(only).unwrap();
+    let mut header = durq::record::SegmentHeader::decode(&bytes).unwrap();
+    header.seq = last_seq;
+    bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+    fs::remove_file(only).unwrap();
+    fs::write(
+        tmp.path().join(durq::names::segment_file_name(0, last_seq)),
+        &bytes,
+    )
+    .unwrap();
+
+    let log = small(seg_size).open(tmp.path()).unwrap();
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..200u64 {
+        match log.append(payload(i)) {
+            Ok(off) => acked.push((off, payload(i))),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let err = refused.expect("a 4 KiB segment cannot take 200 records");
+    assert!(err.to_string().contains("sequence"), "{err}");
+    drop(log);
+
+    let log = small(seg_size)
+        .open(tmp.path())
+        .expect("the log still opens");
+    assert_eq!(log.end(), acked.len() as u64);
+    for (off, p) in &acked {
+        assert_eq!(log.read(*off).unwrap().as_deref(), Some(&p[..]));
+    }
+}
