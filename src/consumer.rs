@@ -653,6 +653,25 @@ pub(crate) struct LoadedClients {
     pub unknown_files: Vec<std::path::PathBuf>,
 }
 
+impl LoadedClients {
+    /// Records client `name` as unusable because of `e`, which concerns
+    /// the file `path`: reported, and kept so that it can be removed.
+    fn broken(&mut self, name: String, path: std::path::PathBuf, e: &Error) {
+        self.repairs.push(crate::recovery::CursorRepair {
+            client: name.clone(),
+            file: path.clone(),
+            action: format!("{e}; the client is unusable until removed and recreated"),
+        });
+        self.clients.insert(
+            name,
+            ClientEntry::Broken {
+                path,
+                error: e.to_string(),
+            },
+        );
+    }
+}
+
 /// Loads every client of the log in `log_dir`, whose retained offsets are
 /// `first..end`. In repair mode, leftovers are removed and cursors past the
 /// end are clamped durably; otherwise nothing is written.
@@ -720,18 +739,7 @@ pub(crate) fn load_clients(
                     Error::Corrupt { path, .. } | Error::Io { path, .. } => path.clone(),
                     _ => files.slot(0),
                 };
-                out.repairs.push(CursorRepair {
-                    client: name.clone(),
-                    file: path.clone(),
-                    action: format!("{e}; the client is unusable until removed and recreated"),
-                });
-                out.clients.insert(
-                    name,
-                    ClientEntry::Broken {
-                        path,
-                        error: e.to_string(),
-                    },
-                );
+                out.broken(name, path, &e);
                 continue;
             }
         };
@@ -779,19 +787,7 @@ pub(crate) fn load_clients(
                             r.action = format!("{what}; not recreated");
                         }
                     }
-                    let path = files.slot(generation);
-                    out.repairs.push(CursorRepair {
-                        client: name.clone(),
-                        file: path.clone(),
-                        action: format!("{e}; the client is unusable until removed and recreated"),
-                    });
-                    out.clients.insert(
-                        name,
-                        ClientEntry::Broken {
-                            path,
-                            error: e.to_string(),
-                        },
-                    );
+                    out.broken(name, files.slot(generation), &e);
                     continue;
                 }
             };

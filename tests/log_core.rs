@@ -634,20 +634,30 @@ fn readers_see_records_only_once_durable() {
     reader.join().unwrap();
 }
 
-// ---- poisoning, through a storage double whose syncs can be made to fail ----
+// ---- a storage double with hooks; poisoning when a sync fails ----
 
+/// The real file system with hooks the tests switch on: failing file syncs
+/// (`fail_sync`), recording directory syncs and failing those of one
+/// directory (`synced`, `fail_dir`), and slowing and counting writes to spare
+/// segment files (`spare-*.tmp`) once `slow_spares` is set.
 #[derive(Debug, Clone, Default)]
-struct FlakySync {
-    fail: Arc<AtomicBool>,
+struct Hooked {
+    fail_sync: Arc<AtomicBool>,
+    synced: Arc<std::sync::Mutex<Vec<PathBuf>>>,
+    fail_dir: Arc<std::sync::Mutex<Option<PathBuf>>>,
+    slow_spares: Arc<AtomicBool>,
+    spare_opens: Arc<std::sync::atomic::AtomicUsize>,
+    spare_writes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Debug)]
-struct FlakyFile {
+struct HookedFile {
     inner: Box<dyn StorageFile>,
-    fail: Arc<AtomicBool>,
+    spare: bool,
+    hooks: Hooked,
 }
 
-impl Storage for FlakySync {
+impl Storage for Hooked {
     fn create_dir_all(&self, dir: &Path) -> io::Result<bool> {
         FsStorage.create_dir_all(dir)
     }
@@ -655,9 +665,17 @@ impl Storage for FlakySync {
         FsStorage.list_dir(dir)
     }
     fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
-        Ok(Box::new(FlakyFile {
+        let spare = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("spare-"));
+        if spare && self.slow_spares.load(Ordering::SeqCst) {
+            self.spare_opens.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(Box::new(HookedFile {
             inner: FsStorage.open_file(path, mode)?,
-            fail: self.fail.clone(),
+            spare,
+            hooks: self.clone(),
         }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -667,6 +685,10 @@ impl Storage for FlakySync {
         FsStorage.remove_file(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.fail_dir.lock().unwrap().as_deref() == Some(dir) {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        self.synced.lock().unwrap().push(dir.to_owned());
         FsStorage.sync_dir(dir)
     }
     fn try_lock(&self, path: &Path) -> io::Result<LockGuard> {
@@ -675,23 +697,33 @@ impl Storage for FlakySync {
     fn is_dir(&self, path: &Path) -> bool {
         FsStorage.is_dir(path)
     }
+    fn exists(&self, path: &Path) -> bool {
+        FsStorage.exists(path)
+    }
 }
 
-impl StorageFile for FlakyFile {
+impl StorageFile for HookedFile {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
         self.inner.read_at(buf, pos)
     }
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        if self.spare && self.hooks.slow_spares.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            self.hooks.spare_writes.fetch_add(1, Ordering::SeqCst);
+        }
         self.inner.write_at(buf, pos)
     }
     fn sync_data(&self) -> io::Result<()> {
-        if self.fail.load(Ordering::SeqCst) {
+        if self.hooks.fail_sync.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(5));
         }
         self.inner.sync_data()
     }
     fn sync_all(&self) -> io::Result<()> {
-        self.sync_data()
+        if self.hooks.fail_sync.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        self.inner.sync_all()
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.inner.set_len(len)
@@ -707,11 +739,11 @@ impl StorageFile for FlakyFile {
 #[test]
 fn failed_fsync_poisons_the_log_until_reopened() {
     let tmp = tempfile::tempdir().unwrap();
-    let storage = FlakySync::default();
+    let storage = Hooked::default();
     let opts = small(1 << 16).storage(Arc::new(storage.clone()));
     let log = opts.open(tmp.path()).unwrap();
     assert_eq!(log.append(b"safe").unwrap(), 0);
-    storage.fail.store(true, Ordering::SeqCst);
+    storage.fail_sync.store(true, Ordering::SeqCst);
     let err = log.append(b"doomed").unwrap_err();
     assert!(
         matches!(&err, Error::Poisoned { reason } if reason.contains("fdatasync")),
@@ -719,7 +751,7 @@ fn failed_fsync_poisons_the_log_until_reopened() {
     );
     assert!(log.poisoned().is_some());
     // The sync works again, but the log does not retry and pretend.
-    storage.fail.store(false, Ordering::SeqCst);
+    storage.fail_sync.store(false, Ordering::SeqCst);
     let err = log.append(b"later").unwrap_err();
     assert!(matches!(err, Error::Poisoned { .. }));
     assert_eq!(log.end(), 1, "the failed record never became visible");
@@ -738,13 +770,13 @@ fn failed_fsync_poisons_the_log_until_reopened() {
 #[test]
 fn concurrent_appenders_all_fail_when_the_shared_fsync_fails() {
     let tmp = tempfile::tempdir().unwrap();
-    let storage = FlakySync::default();
+    let storage = Hooked::default();
     let log = small(1 << 16)
         .storage(Arc::new(storage.clone()))
         .open(tmp.path())
         .unwrap();
     log.append(b"ok").unwrap();
-    storage.fail.store(true, Ordering::SeqCst);
+    storage.fail_sync.store(true, Ordering::SeqCst);
     let handles: Vec<_> = (0..8)
         .map(|_| {
             let log = log.clone();
@@ -1121,54 +1153,12 @@ fn a_segment_a_record_or_reader_still_uses_is_never_recycled() {
 
 // ---- the log directory's own entry is made durable when a log is created ----
 
-/// Real files; records every directory sync, and fails the syncs of one
-/// directory while `fail_dir` names it.
-#[derive(Debug, Default, Clone)]
-struct DirSyncs {
-    synced: Arc<std::sync::Mutex<Vec<PathBuf>>>,
-    fail_dir: Arc<std::sync::Mutex<Option<PathBuf>>>,
-}
-
-impl Storage for DirSyncs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<bool> {
-        FsStorage.create_dir_all(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
-        FsStorage.list_dir(dir)
-    }
-    fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
-        FsStorage.open_file(path, mode)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        FsStorage.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        FsStorage.remove_file(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.fail_dir.lock().unwrap().as_deref() == Some(dir) {
-            return Err(io::Error::from_raw_os_error(5));
-        }
-        self.synced.lock().unwrap().push(dir.to_owned());
-        FsStorage.sync_dir(dir)
-    }
-    fn try_lock(&self, path: &Path) -> io::Result<LockGuard> {
-        FsStorage.try_lock(path)
-    }
-    fn is_dir(&self, path: &Path) -> bool {
-        FsStorage.is_dir(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        FsStorage.exists(path)
-    }
-}
-
 #[test]
 fn creating_a_log_syncs_every_directory_it_created_into_its_parent() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let dir = root.join("a").join("b").join("log");
-    let storage = DirSyncs::default();
+    let storage = Hooked::default();
     let log = small(1 << 16)
         .storage(Arc::new(storage.clone()))
         .open(&dir)
@@ -1190,7 +1180,7 @@ fn a_failed_sync_of_the_parent_is_made_again_by_the_next_open() {
     let parent = tmp.path().join("p");
     fs::create_dir(&parent).unwrap();
     let dir = parent.join("log");
-    let storage = DirSyncs::default();
+    let storage = Hooked::default();
     *storage.fail_dir.lock().unwrap() = Some(parent.clone());
     let opts = small(1 << 16).storage(Arc::new(storage.clone()));
     let err = opts.open(&dir).unwrap_err();
@@ -1213,7 +1203,7 @@ fn a_log_in_a_directory_someone_else_made_gets_its_entry_synced_too() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("made-by-mkdir");
     fs::create_dir(&dir).unwrap();
-    let storage = DirSyncs::default();
+    let storage = Hooked::default();
     let opts = small(1 << 16).storage(Arc::new(storage.clone()));
     drop(opts.open(&dir).unwrap());
     assert!(
@@ -1238,96 +1228,14 @@ fn a_log_in_a_directory_someone_else_made_gets_its_entry_synced_too() {
 
 // ---- closing while a spare segment is being prepared ----
 
-/// Storage whose writes to spare segment files (`spare-*.tmp`) take 200 ms
-/// each once armed; spare files opened and writes to them are counted.
-#[derive(Debug, Clone, Default)]
-struct SlowSpares {
-    armed: Arc<AtomicBool>,
-    spare_opens: Arc<std::sync::atomic::AtomicUsize>,
-    spare_writes: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-#[derive(Debug)]
-struct SlowSpareFile {
-    inner: Box<dyn StorageFile>,
-    spare: bool,
-    storage: SlowSpares,
-}
-
-impl Storage for SlowSpares {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<bool> {
-        FsStorage.create_dir_all(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
-        FsStorage.list_dir(dir)
-    }
-    fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
-        let spare = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("spare-"));
-        if spare && self.armed.load(Ordering::SeqCst) {
-            self.spare_opens.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(Box::new(SlowSpareFile {
-            inner: FsStorage.open_file(path, mode)?,
-            spare,
-            storage: self.clone(),
-        }))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        FsStorage.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        FsStorage.remove_file(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        FsStorage.sync_dir(dir)
-    }
-    fn try_lock(&self, path: &Path) -> io::Result<LockGuard> {
-        FsStorage.try_lock(path)
-    }
-    fn is_dir(&self, path: &Path) -> bool {
-        FsStorage.is_dir(path)
-    }
-}
-
-impl StorageFile for SlowSpareFile {
-    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
-        self.inner.read_at(buf, pos)
-    }
-    fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        if self.spare && self.storage.armed.load(Ordering::SeqCst) {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            self.storage.spare_writes.fetch_add(1, Ordering::SeqCst);
-        }
-        self.inner.write_at(buf, pos)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.inner.sync_all()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn map(&self) -> io::Result<Option<Mapping>> {
-        self.inner.map()
-    }
-}
-
 #[test]
 fn closing_stops_a_spare_being_prepared_instead_of_finishing_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let storage = SlowSpares::default();
+    let storage = Hooked::default();
     // 8 MiB segments: a spare is 8 chunks of zeros (1 MiB each), 1.6 s here.
     let opts = small(8 << 20).storage(Arc::new(storage.clone()));
     let log = opts.open(tmp.path()).unwrap();
-    storage.armed.store(true, Ordering::SeqCst);
+    storage.slow_spares.store(true, Ordering::SeqCst);
     // Past half full: the writer starts preparing the next segment.
     let big = vec![7u8; 1 << 20];
     for _ in 0..5 {
