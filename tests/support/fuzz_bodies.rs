@@ -389,10 +389,26 @@ fn small(u: &mut Unstructured<'_>, max: u64) -> u64 {
 fn offset_like(u: &mut Unstructured<'_>) -> u64 {
     match small(u, 7) {
         0 => u.arbitrary().unwrap_or(0),
+        // Just past u64's end, or just below the format's limit (valid, but
+        // with no room left to count up).
+        1 if u.ratio(1, 2).unwrap_or(false) => record::MAX_COUNTER - 1 - small(u, 4),
         1 => u64::MAX - small(u, 64),
         2 => 0,
         _ => small(u, 200),
     }
+}
+
+/// The sequence number of the log's last segment, from its file name.
+fn last_seq(log: &durq::Log) -> u64 {
+    log.segments()
+        .ok()
+        .and_then(|s| s.last().map(|i| i.path.clone()))
+        .and_then(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(names::parse_segment_file_name)
+        })
+        .map_or(0, |(_, seq)| seq)
 }
 
 fn client_name(u: &mut Unstructured<'_>) -> String {
@@ -919,9 +935,12 @@ fn exercise(u: &mut Unstructured<'_>, disk: &SimDisk, opts: &Options, size_bound
                     appended.push((off, p));
                 }
             }
-            // The offset space ends below MAX_COUNTER: a crafted log near it
-            // refuses appends cleanly.
-            Err(durq::Error::InvalidArgument(_)) if log.end() + 1 >= record::MAX_COUNTER => {}
+            // The offset space, and that of segment sequence numbers, ends
+            // below MAX_COUNTER: a crafted log near either limit refuses
+            // appends cleanly.
+            Err(durq::Error::InvalidArgument(_))
+                if log.end() + 1 >= record::MAX_COUNTER
+                    || last_seq(&log) + n as u64 + 1 >= record::MAX_COUNTER => {}
             Err(e) => {
                 assert!(
                     log.poisoned().is_some(),
