@@ -939,7 +939,7 @@ fn exercise(u: &mut Unstructured<'_>, disk: &SimDisk, opts: &Options, size_bound
             // below MAX_COUNTER: a crafted log near either limit refuses
             // appends cleanly.
             Err(durq::Error::InvalidArgument(_))
-                if log.end() + 1 >= record::MAX_COUNTER
+                if log.end() + n as u64 >= record::MAX_COUNTER
                     || last_seq(&log) + n as u64 + 1 >= record::MAX_COUNTER => {}
             Err(e) => {
                 assert!(
