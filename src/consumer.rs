@@ -191,55 +191,43 @@ impl Client {
         std::result::Result<(u64, u64), (Error, bool)>,
     ) {
         let storage = &*log.shared.storage;
-        // Checked before any write: the journal path below does not need a
-        // new generation, but both snapshot paths do.
-        let next = self.files.next_generation(generation);
-        if let Some(j) = journal {
-            if pos + JOURNAL_ENTRY_LEN as u64 <= JOURNAL_LEN {
-                let path = self.files.journal();
-                let written = j
-                    .write_at(&cursor::encode_entry(generation, acked), pos)
-                    .map_err(|e| Error::io("write ack journal", &path, e))
-                    .and_then(|()| {
-                        j.sync_data()
-                            .map_err(|e| Error::io("fdatasync ack journal", &path, e))
-                    });
-                if let Err(e) = written {
-                    // After a failed sync the kernel may drop the entry yet
-                    // keep showing it: overwrite it so that a reopen in this
-                    // boot does not read an ack that is not on disk.
-                    let _ = j.write_at(&[0u8; JOURNAL_ENTRY_LEN], pos);
-                    return (Some(j), Err((e, true)));
-                }
-                return (Some(j), Ok((generation, pos + JOURNAL_ENTRY_LEN as u64)));
+        if let Some(j) = &journal
+            && pos + JOURNAL_ENTRY_LEN as u64 <= JOURNAL_LEN
+        {
+            let path = self.files.journal();
+            let written = j
+                .write_at(&cursor::encode_entry(generation, acked), pos)
+                .map_err(|e| Error::io("write ack journal", &path, e))
+                .and_then(|()| {
+                    j.sync_data()
+                        .map_err(|e| Error::io("fdatasync ack journal", &path, e))
+                });
+            if let Err(e) = written {
+                // After a failed sync the kernel may drop the entry yet
+                // keep showing it: overwrite it so that a reopen in this
+                // boot does not read an ack that is not on disk.
+                let _ = j.write_at(&[0u8; JOURNAL_ENTRY_LEN], pos);
+                return (journal, Err((e, true)));
             }
-            // Full: fold into a new snapshot and reuse the journal from its
-            // start. A failure before the rename (say the disk is full)
-            // changes nothing and can be retried by a later ack.
-            let next = match next {
-                Ok(n) => n,
-                Err(e) => return (Some(j), Err((e, false))),
-            };
-            let snapshot = Snapshot {
-                generation: next,
-                acked,
-            };
-            return match cursor::write_snapshot(storage, &self.files, snapshot) {
-                Ok(()) => (Some(j), Ok((next, 0))),
-                Err(e) => (Some(j), Err((e.error, e.renamed))),
-            };
+            return (journal, Ok((generation, pos + JOURNAL_ENTRY_LEN as u64)));
         }
-        // No journal (it was missing or damaged): recreate it after a snapshot.
-        let next = match next {
+        // A new snapshot generation: the journal is full (fold it and reuse
+        // it from its start) or missing (recreate it after the snapshot).
+        // A failure before the rename (the generation space is exhausted,
+        // the disk is full) changes nothing and can be retried by a later ack.
+        let next = match self.files.next_generation(generation) {
             Ok(n) => n,
-            Err(e) => return (None, Err((e, false))),
+            Err(e) => return (journal, Err((e, false))),
         };
         let snapshot = Snapshot {
             generation: next,
             acked,
         };
         if let Err(e) = cursor::write_snapshot(storage, &self.files, snapshot) {
-            return (None, Err((e.error, e.renamed)));
+            return (journal, Err((e.error, e.renamed)));
+        }
+        if journal.is_some() {
+            return (journal, Ok((next, 0)));
         }
         let created = cursor::create_journal(storage, &self.files).and_then(|j| {
             storage
