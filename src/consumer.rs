@@ -731,7 +731,6 @@ pub(crate) fn load_clients(
                 continue;
             }
         };
-        let first_repair = out.repairs.len();
         for p in &loaded.problems {
             out.repairs.push(CursorRepair {
                 client: name.clone(),
@@ -743,42 +742,58 @@ pub(crate) fn load_clients(
             (loaded.snapshot.generation, loaded.acked, loaded.journal_pos);
         let mut journal = loaded.journal;
         let past_end = acked > end;
-        if past_end {
-            let verb = if repair {
-                "clamped"
-            } else {
-                "would be clamped"
-            };
-            out.repairs.push(CursorRepair {
-                client: name.clone(),
-                file: files.slot(generation),
-                action: format!(
-                    "acknowledged position {acked} is past the log's end {end}: {verb} to {end}"
-                ),
-            });
-            acked = end;
-        }
         // A new snapshot generation, above every generation seen in the
         // journal (so stale entries can never count again), makes a clamp
         // durable and lets a missing or damaged journal be recreated now.
         let stale_entries = loaded.newest_entry_generation > generation;
-        if repair && (past_end || stale_entries || journal.is_none()) {
-            generation = match files.next_generation(generation.max(loaded.newest_entry_generation))
-            {
-                Ok(g) => g,
+        let new_generation = if repair && (past_end || stale_entries || journal.is_none()) {
+            match files.next_generation(generation.max(loaded.newest_entry_generation)) {
+                Ok(g) => Some(g),
                 Err(e) => {
-                    // No newer generation can be written (a crafted cursor):
-                    // nothing is changed, and the client is not used; the
-                    // problems reported above are not repaired either.
-                    for r in &mut out.repairs[first_repair..] {
-                        if let Some(what) = r.action.strip_suffix("; recreated") {
-                            r.action = format!("{what}; not recreated");
-                        }
+                    // None can be written (a crafted cursor at the last
+                    // generation): nothing is repaired or changed, and the
+                    // client is not used.
+                    if let Some(p) = loaded.journal_problem {
+                        out.repairs.push(CursorRepair {
+                            client: name.clone(),
+                            file: files.journal(),
+                            action: p,
+                        });
                     }
                     out.broken(name, files.slot(generation), &e);
                     continue;
                 }
-            };
+            }
+        } else {
+            None
+        };
+        let verb = |done: &str| {
+            if repair {
+                done.to_owned()
+            } else {
+                format!("would be {done}")
+            }
+        };
+        if let Some(p) = loaded.journal_problem {
+            out.repairs.push(CursorRepair {
+                client: name.clone(),
+                file: files.journal(),
+                action: format!("{p}; {}", verb("recreated")),
+            });
+        }
+        if past_end {
+            out.repairs.push(CursorRepair {
+                client: name.clone(),
+                file: files.slot(generation),
+                action: format!(
+                    "acknowledged position {acked} is past the log's end {end}: {} to {end}",
+                    verb("clamped")
+                ),
+            });
+            acked = end;
+        }
+        if let Some(g) = new_generation {
+            generation = g;
             cursor::write_snapshot(storage, &files, Snapshot { generation, acked })?;
             journal_pos = 0;
             if journal.is_none() {

@@ -275,8 +275,12 @@ pub(crate) struct Loaded {
     pub journal: Option<Box<dyn StorageFile>>,
     /// The highest generation of any valid journal entry.
     pub newest_entry_generation: u64,
-    /// Problems found (a damaged slot fallen back from, a damaged journal).
+    /// Problems found (a damaged slot fallen back from, stale journal
+    /// entries).
     pub problems: Vec<String>,
+    /// What is wrong with the journal if it must be recreated (missing, or
+    /// of the wrong size): whoever recreates it says so.
+    pub journal_problem: Option<String>,
 }
 
 /// Loads a client's position from its snapshot slots and journal. Fails if
@@ -337,6 +341,7 @@ pub(crate) fn load(storage: &dyn Storage, files: &ClientFiles, writable: bool) -
     } else {
         OpenMode::Read
     };
+    let mut journal_problem = None;
     let (journal, jbytes) = match storage.open_file(&jpath, mode) {
         Ok(f) => {
             let len = f.len().map_err(|e| Error::io("stat", &jpath, e))?;
@@ -346,10 +351,7 @@ pub(crate) fn load(storage: &dyn Storage, files: &ClientFiles, writable: bool) -
             (Some(f), buf)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            problems.push(format!(
-                "{}: ack journal missing; recreated",
-                jpath.display()
-            ));
+            journal_problem = Some(format!("{}: ack journal missing", jpath.display()));
             (None, Vec::new())
         }
         Err(e) => return Err(Error::io("open", &jpath, e)),
@@ -357,8 +359,8 @@ pub(crate) fn load(storage: &dyn Storage, files: &ClientFiles, writable: bool) -
     let mut acked = snapshot.acked;
     let mut journal_pos = 0u64;
     if jbytes.len() as u64 != JOURNAL_LEN && journal.is_some() {
-        problems.push(format!(
-            "{}: ack journal is {} bytes, expected {JOURNAL_LEN}; recreated",
+        journal_problem = Some(format!(
+            "{}: ack journal is {} bytes, expected {JOURNAL_LEN}",
             jpath.display(),
             jbytes.len()
         ));
@@ -394,6 +396,7 @@ pub(crate) fn load(storage: &dyn Storage, files: &ClientFiles, writable: bool) -
         journal,
         newest_entry_generation,
         problems,
+        journal_problem,
     })
 }
 

@@ -102,7 +102,7 @@ pub struct TornTail {
 pub struct CursorRepair {
     /// The client's name.
     pub client: String,
-    /// The cursor file concerned.
+    /// The client's file concerned (a snapshot slot or the ack journal).
     pub file: PathBuf,
     /// What was found and done, in words.
     pub action: String,

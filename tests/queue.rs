@@ -803,6 +803,12 @@ fn cursor_at_the_last_generation_refuses_to_advance_and_keeps_its_position() {
         repairs.iter().all(|r| !r.action.ends_with("; recreated")),
         "a repair not made is reported as made: {repairs:?}"
     );
+    assert!(
+        repairs
+            .iter()
+            .any(|r| r.action.contains("ack journal missing")),
+        "what was found is still reported: {repairs:?}"
+    );
     let err = log.consumer("c").unwrap_err();
     assert!(err.to_string().contains("c.cursor"), "{err}");
     assert_eq!(
