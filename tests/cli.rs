@@ -1162,22 +1162,10 @@ fn bench_interrupted_removes_its_scratch_directory_and_exits_130() {
     std::thread::sleep(Duration::from_millis(500));
     interrupt(&child);
     // A workload lasts 60 s / 25 = 2.4 s here.
-    let code = wait_timeout(&mut child, Duration::from_secs(20));
-    let mut out = String::new();
-    let mut err = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("read stdout");
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("read stderr");
-    assert_eq!(code, Some(130), "stderr: {err}");
+    let status = wait_timeout(&mut child, Duration::from_secs(20));
+    let o = child.wait_with_output().expect("output");
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(status, Some(130), "stderr: {err}");
     assert!(err.contains("interrupted"), "{err}");
     assert!(!out.contains("vs raw"), "results printed: {out}");
     assert!(!scratch.exists(), "{} left behind", scratch.display());
