@@ -62,6 +62,7 @@
 
 pub mod codec;
 mod consumer;
+mod crc;
 pub mod cursor;
 pub mod error;
 pub mod inspect;

@@ -211,7 +211,7 @@ pub fn check(header: &RecordHeader, seed: u32, record: &[u8]) -> Result<(), Inva
     if record.len() != header.encoded_len() {
         return Err(Invalid::Length);
     }
-    if span_crc(seed, &record[CRC_SPAN_START..]) == header.crc {
+    if crate::crc::update(seed, &record[CRC_SPAN_START..]) == header.crc {
         Ok(())
     } else {
         Err(Invalid::Checksum)
