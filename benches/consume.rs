@@ -2,7 +2,9 @@
 //!
 //! * `consume`: one durq consumer acknowledging every message durably
 //!   (`next` + `ack`); batch consumers (`next` × N, then one `ack_until`)
-//!   with N = 100 and 1,000; SQLite's consumer pattern, one transaction per
+//!   with N = 100 and 1,000, and the same with N = 1,000 for a client that
+//!   reads behind another reader (each segment's index already built past
+//!   it); SQLite's consumer pattern, one transaction per
 //!   message that reads the client's cursor row, the next message row, and
 //!   updates the cursor row. Throughput in messages per second.
 //! * `scan`: a sequential scan of 1,000,000 100-byte records with checksum
@@ -47,6 +49,7 @@ fn consume(c: &mut Criterion) {
 
     let log = common::durq_log(&dir.path().join("durq"));
     let consumer = log.consumer("bench").unwrap();
+    let mut msgs = Vec::new();
     g.bench_function("durq_next_ack_each", |b| {
         b.iter_custom(|iters| {
             durq_ensure(&log, &consumer, iters);
@@ -62,7 +65,7 @@ fn consume(c: &mut Criterion) {
 
     for batch in [100u64, 1000] {
         g.throughput(Throughput::Elements(batch));
-        let mut msgs = Vec::with_capacity(batch as usize);
+        msgs.reserve(batch as usize);
         g.bench_function(format!("durq_batch_{batch}_ack_until"), |b| {
             b.iter_custom(|iters| {
                 durq_ensure(&log, &consumer, iters * batch);
@@ -82,6 +85,33 @@ fn consume(c: &mut Criterion) {
             })
         });
     }
+    // A client that lags another: the other has read every message first,
+    // so each segment's index frontier is past what this client reads.
+    let behind = log.consumer("behind").unwrap();
+    let batch = 1000u64;
+    g.throughput(Throughput::Elements(batch));
+    g.bench_function("durq_batch_1000_ack_until_behind_another_reader", |b| {
+        b.iter_custom(|iters| {
+            durq_ensure(&log, &behind, iters * batch);
+            // The other reader goes through what this client will read.
+            let from = behind.acked();
+            for offset in from..from + iters * batch {
+                std::hint::black_box(log.read(offset).unwrap());
+            }
+            let start = Instant::now();
+            for _ in 0..iters {
+                for _ in 0..batch {
+                    let m = behind.next().unwrap().expect("a message is waiting");
+                    std::hint::black_box(m.payload().len());
+                    msgs.push(m);
+                }
+                behind.ack_until(msgs.last().unwrap().offset() + 1).unwrap();
+                msgs.clear();
+            }
+            start.elapsed()
+        })
+    });
+    drop(behind);
     drop(consumer);
     drop(log);
 

@@ -209,7 +209,11 @@ impl Shared {
         };
         let open = self.open(&seg)?;
         let pos = open.locate(offset, limit)?;
-        Ok(Some(open.record_at(pos, offset)?.0))
+        let (record, next_pos) = open.record_at(pos, offset)?;
+        if offset + 1 < limit {
+            open.remember(offset + 1, next_pos);
+        }
+        Ok(Some(record))
     }
 }
 

@@ -221,6 +221,10 @@ impl fmt::Debug for Record {
     }
 }
 
+/// How many "next record" positions a segment remembers for readers behind
+/// its index frontier (one per client reading it, typically).
+const RECENT: usize = 16;
+
 /// Sparse positions of records in one segment, built lazily by walking
 /// record headers, and only ever through durable records.
 #[derive(Debug, Default)]
@@ -229,6 +233,15 @@ struct SparseIndex {
     positions: Vec<u64>,
     /// Offset and position of the first record not yet walked.
     frontier: Option<(u64, u64)>,
+    /// Offsets and positions of the records right after recent reads
+    /// behind the frontier, so that a reader going through the segment in
+    /// order (a client that lags another) finds its next record without
+    /// walking up to `STRIDE - 1` headers from an index slot. Records never
+    /// move once durable, so an entry never goes stale. A small ring: the
+    /// oldest entry is replaced.
+    recent: [Option<(u64, u64)>; RECENT],
+    /// The ring slot the next entry replaces.
+    recent_next: usize,
 }
 
 /// An open segment: its checked header, file, optional memory map and
@@ -496,6 +509,9 @@ impl OpenSegment {
             idx.frontier = Some((f_off, f_pos));
         }
         if offset < f_off {
+            if let Some(&(_, pos)) = idx.recent.iter().flatten().find(|(o, _)| *o == offset) {
+                return Ok(pos);
+            }
             let slot = ((offset - meta.base) / INDEX_STRIDE) as usize;
             let mut off = meta.base + slot as u64 * INDEX_STRIDE;
             let mut pos = idx.positions[slot];
@@ -518,6 +534,24 @@ impl OpenSegment {
             idx.frontier = Some((off, pos));
         }
         Ok(pos)
+    }
+
+    /// Notes that the record `offset` starts at `pos` (the position after a
+    /// checked record just read), for the next [`OpenSegment::locate`] of a
+    /// reader going in order. Positions at or past the frontier need no
+    /// note: the frontier walk finds them in one step.
+    pub(crate) fn remember(&self, offset: u64, pos: u64) {
+        let mut idx = lock(&self.index);
+        match idx.frontier {
+            Some((f_off, _)) if offset < f_off => {}
+            _ => return,
+        }
+        if idx.recent.iter().flatten().any(|&(o, _)| o == offset) {
+            return;
+        }
+        let slot = idx.recent_next;
+        idx.recent[slot] = Some((offset, pos));
+        idx.recent_next = (slot + 1) % RECENT;
     }
 
     /// Walks the checked records of this segment from `pos` (which holds
