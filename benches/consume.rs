@@ -40,6 +40,29 @@ fn durq_ensure(log: &durq::Log, consumer: &durq::Consumer, n: u64) {
     }
 }
 
+/// Takes `iters` batches of `batch` waiting messages, acknowledging each
+/// batch with one `ack_until`; returns the time it took.
+fn take_batches(
+    consumer: &durq::Consumer,
+    iters: u64,
+    batch: u64,
+    msgs: &mut Vec<durq::Message>,
+) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        for _ in 0..batch {
+            let m = consumer.next().unwrap().expect("a message is waiting");
+            std::hint::black_box(m.payload().len());
+            msgs.push(m);
+        }
+        consumer
+            .ack_until(msgs.last().unwrap().offset() + 1)
+            .unwrap();
+        msgs.clear();
+    }
+    start.elapsed()
+}
+
 fn consume(c: &mut Criterion) {
     let dir = common::scratch();
     eprintln!("benchmark directory: {}", common::describe_fs(dir.path()));
@@ -69,19 +92,7 @@ fn consume(c: &mut Criterion) {
         g.bench_function(format!("durq_batch_{batch}_ack_until"), |b| {
             b.iter_custom(|iters| {
                 durq_ensure(&log, &consumer, iters * batch);
-                let start = Instant::now();
-                for _ in 0..iters {
-                    for _ in 0..batch {
-                        let m = consumer.next().unwrap().expect("a message is waiting");
-                        std::hint::black_box(m.payload().len());
-                        msgs.push(m);
-                    }
-                    consumer
-                        .ack_until(msgs.last().unwrap().offset() + 1)
-                        .unwrap();
-                    msgs.clear();
-                }
-                start.elapsed()
+                take_batches(&consumer, iters, batch, &mut msgs)
             })
         });
     }
@@ -98,17 +109,7 @@ fn consume(c: &mut Criterion) {
             for offset in from..from + iters * batch {
                 std::hint::black_box(log.read(offset).unwrap());
             }
-            let start = Instant::now();
-            for _ in 0..iters {
-                for _ in 0..batch {
-                    let m = behind.next().unwrap().expect("a message is waiting");
-                    std::hint::black_box(m.payload().len());
-                    msgs.push(m);
-                }
-                behind.ack_until(msgs.last().unwrap().offset() + 1).unwrap();
-                msgs.clear();
-            }
-            start.elapsed()
+            take_batches(&behind, iters, batch, &mut msgs)
         })
     });
     drop(behind);
