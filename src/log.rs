@@ -15,7 +15,9 @@ use crate::names;
 use crate::record::SEGMENT_HEADER_LEN;
 use crate::recovery::{self, Mode, RecoveryReport};
 use crate::retention::Retention;
-use crate::segment::{self, OpenCache, OpenSegment, Record, Segment, SegmentMeta, lock};
+use crate::segment::{
+    self, OpenCache, OpenSegment, Record, Segment, SegmentMeta, WALK_READ_AHEAD, Window, lock,
+};
 use crate::storage::{FsStorage, LockGuard, OpenMode, Storage};
 use crate::writer::Writer;
 
@@ -982,6 +984,8 @@ struct Cursor {
     open: Arc<OpenSegment>,
     pos: u64,
     limit: u64,
+    /// Read-ahead for an unmapped segment, valid below `limit`.
+    window: Window,
 }
 
 impl fmt::Debug for Iter {
@@ -1007,6 +1011,9 @@ impl Iter {
             let same = matches!(&self.cur, Some(c) if Arc::ptr_eq(&c.seg, &seg));
             if same {
                 if let Some(c) = &mut self.cur {
+                    // Bytes read ahead before the durable end moved may
+                    // predate the records now below it.
+                    c.window.clear();
                     c.limit = limit;
                 }
             } else {
@@ -1017,13 +1024,14 @@ impl Iter {
                     open,
                     pos,
                     limit,
+                    window: Window::new(WALK_READ_AHEAD),
                 });
             }
         }
         let Some(c) = &mut self.cur else {
             return Ok(None);
         };
-        match c.open.record_at(c.pos, offset) {
+        match c.open.record_in(&mut c.window, c.pos, offset) {
             Ok((record, next_pos)) => {
                 c.pos = next_pos;
                 self.next += 1;

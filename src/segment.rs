@@ -244,6 +244,47 @@ struct SparseIndex {
     recent_next: usize,
 }
 
+/// Bytes of a segment read with `pread`, for reading records without a
+/// memory map: one read of `read_ahead` bytes covers many small records
+/// instead of two reads (header, then body) per record. Its bytes are only
+/// trusted for records below the durable end as it was when they were read:
+/// whoever keeps a window while the durable end moves must [`Window::clear`]
+/// it.
+#[derive(Debug)]
+pub(crate) struct Window {
+    start: u64,
+    bytes: Vec<u8>,
+    read_ahead: usize,
+}
+
+/// Read-ahead of a sequential walk without maps (`Log::scan`, `Log::iter`).
+pub(crate) const WALK_READ_AHEAD: usize = 256 << 10;
+/// Read-ahead of a single record read without maps: one `pread` for
+/// records up to this size.
+const SINGLE_READ_AHEAD: usize = 1024;
+
+impl Window {
+    /// An empty window that reads `read_ahead` bytes at a time (more when a
+    /// record is larger).
+    pub(crate) fn new(read_ahead: usize) -> Window {
+        Window {
+            start: 0,
+            bytes: Vec::new(),
+            read_ahead,
+        }
+    }
+
+    /// Forgets the bytes read (they may predate records now durable).
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+    }
+
+    /// Whether `len` bytes at `pos` are in the window.
+    fn covers(&self, pos: u64, len: usize) -> bool {
+        pos >= self.start && pos + len as u64 <= self.start + self.bytes.len() as u64
+    }
+}
+
 /// An open segment: its checked header, file, optional memory map and
 /// sparse index.
 pub(crate) struct OpenSegment {
@@ -454,9 +495,60 @@ impl OpenSegment {
         Ok((header, whole))
     }
 
+    /// The fully checked record at `pos` (which must hold `offset`) of an
+    /// unmapped segment, read through `window`, which is refilled from the
+    /// file when it does not hold the whole record.
+    fn windowed_record<'w>(
+        &self,
+        window: &'w mut Window,
+        pos: u64,
+        offset: u64,
+    ) -> Result<(record::RecordHeader, &'w [u8])> {
+        let meta = &self.meta;
+        let room = meta.size.saturating_sub(pos) as usize;
+        let head = RECORD_HEADER_LEN.min(room);
+        if !window.covers(pos, head) {
+            self.fill(window, pos, window.read_ahead.max(head).min(room))?;
+        }
+        let at = (pos - window.start) as usize;
+        let header = expect_header(meta, pos, offset, &window.bytes[at..], room)?;
+        let len = header.encoded_len();
+        if !window.covers(pos, len) {
+            self.fill(window, pos, window.read_ahead.max(len).min(room))?;
+        }
+        let at = (pos - window.start) as usize;
+        let whole = &window.bytes[at..at + len];
+        record::check(&header, self.seed, whole)
+            .map_err(|why| bad_record(meta, pos, offset, why))?;
+        Ok((header, whole))
+    }
+
+    /// Reads `len` bytes at `pos` into `window`.
+    fn fill(&self, window: &mut Window, pos: u64, len: usize) -> Result<()> {
+        window.bytes.clear();
+        window.bytes.resize(len, 0);
+        window.start = pos;
+        if let Err(e) = self.file.read_at(&mut window.bytes, pos) {
+            window.bytes.clear();
+            return Err(Error::io("read segment", &self.meta.path, e));
+        }
+        Ok(())
+    }
+
     /// Reads and fully checks the record at `pos`, which must hold `offset`.
     /// Returns the record and the position of the next one.
     pub(crate) fn record_at(&self, pos: u64, offset: u64) -> Result<(Record, u64)> {
+        self.record_in(&mut Window::new(SINGLE_READ_AHEAD), pos, offset)
+    }
+
+    /// [`OpenSegment::record_at`], reading through `window` when the segment
+    /// is not mapped (a reader going in order keeps one window).
+    pub(crate) fn record_in(
+        &self,
+        window: &mut Window,
+        pos: u64,
+        offset: u64,
+    ) -> Result<(Record, u64)> {
         let meta = &self.meta;
         let (header, record) = match &self.map {
             Some(m) => {
@@ -472,15 +564,10 @@ impl OpenSegment {
                 (header, record)
             }
             None => {
-                let (header, header_bytes) = self.header_at(pos, offset)?;
-                let body_len = header.encoded_len() - RECORD_HEADER_LEN;
-                let start = pos + RECORD_HEADER_LEN as u64;
-                let mut body = self.read_bytes(start, body_len)?.into_owned();
-                record::check_split(&header, self.seed, &header_bytes, &body)
-                    .map_err(|why| bad_record(meta, pos, offset, why))?;
-                body.truncate(header.len as usize);
+                let (header, whole) = self.windowed_record(window, pos, offset)?;
+                let payload = &whole[RECORD_HEADER_LEN..RECORD_HEADER_LEN + header.len as usize];
                 let record = Record {
-                    bytes: RecordBytes::Owned(body),
+                    bytes: RecordBytes::Owned(payload.to_vec()),
                 };
                 (header, record)
             }
@@ -573,17 +660,13 @@ impl OpenSegment {
         let meta = &self.meta;
         // Mapped: one slice for the whole walk.
         let mapped: Option<&[u8]> = self.map.as_ref().map(|m| (**m).as_ref());
+        // Unmapped: read ahead in large pieces. `limit` is fixed for this
+        // walk, so every record below it was whole before the first read.
+        let mut window = Window::new(WALK_READ_AHEAD);
         while offset < limit {
-            let buffered;
             let (header, whole): (record::RecordHeader, &[u8]) = match mapped {
                 Some(bytes) => self.mapped_record(bytes, pos, offset)?,
-                None => {
-                    let (header, _) = self.header_at(pos, offset)?;
-                    buffered = self.read_bytes(pos, header.encoded_len())?;
-                    record::check(&header, self.seed, &buffered)
-                        .map_err(|why| bad_record(meta, pos, offset, why))?;
-                    (header, &buffered)
-                }
+                None => self.windowed_record(&mut window, pos, offset)?,
             };
             if header.is_lost() {
                 return Err(Error::Lost {
