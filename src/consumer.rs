@@ -866,20 +866,30 @@ pub(crate) fn create_client(
     Ok(Client::new(files, 0, start, Some(journal), 0))
 }
 
-/// Removes a client's files: the older snapshot slot, then the newer, then
-/// the journal, syncing the directory after each, so that a crash midway
-/// never brings back an older position.
+/// Removes a usable client's files ([`remove_files`]).
 pub(crate) fn remove_client_files(
     storage: &dyn crate::storage::Storage,
     client: &Client,
 ) -> Result<()> {
-    let generation = client.st().generation;
-    let files = &client.files;
-    for path in [
-        files.slot(generation + 1),
-        files.slot(generation),
-        files.journal(),
-    ] {
+    let newest = client.st().generation;
+    remove_files(storage, &client.files, Some(newest))
+}
+
+/// Removes a client's files: the older snapshot slot, then the newer, then
+/// the journal, syncing the directory after each, so that a crash midway
+/// never brings back an older position. `newest` is the generation of the
+/// newest valid snapshot (none for a client left unusable by damage: then
+/// the order does not matter).
+pub(crate) fn remove_files(
+    storage: &dyn crate::storage::Storage,
+    files: &ClientFiles,
+    newest: Option<u64>,
+) -> Result<()> {
+    let (older, newer) = match newest {
+        Some(generation) => (files.slot(generation + 1), files.slot(generation)),
+        None => (files.slot(0), files.slot(1)),
+    };
+    for path in [older, newer, files.journal()] {
         match storage.remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

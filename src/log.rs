@@ -853,16 +853,7 @@ impl Log {
             ClientEntry::Broken { .. } => {
                 let dir = inner.shared.dir.join(names::CLIENTS_DIR);
                 let files = crate::cursor::ClientFiles::new(&dir, name);
-                for path in [files.slot(0), files.slot(1), files.journal()] {
-                    match storage.remove_file(&path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::io("remove", &path, e)),
-                    }
-                }
-                storage
-                    .sync_dir(&dir)
-                    .map_err(|e| Error::io("sync directory", &dir, e))?;
+                consumer::remove_files(storage, &files, None)?;
             }
         }
         clients.remove(name);
