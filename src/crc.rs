@@ -207,6 +207,7 @@ mod tests {
     }
 
     /// `x^n mod P` in the plain (not reflected) representation.
+    #[cfg(target_arch = "x86_64")]
     fn x_pow_mod(n: u32) -> u64 {
         const P: u64 = 0x1_04c1_1db7;
         let mut r: u64 = 1;
@@ -219,6 +220,7 @@ mod tests {
         r
     }
 
+    #[cfg(target_arch = "x86_64")]
     fn reflected(n: u32) -> i64 {
         (i64::from((x_pow_mod(n) as u32).reverse_bits())) << 1
     }
