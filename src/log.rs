@@ -556,6 +556,21 @@ impl Log {
             if !created_dirs.iter().any(|c| c == dir) {
                 created_dirs.push(dir.to_owned());
             }
+            // Directories an earlier open made and then failed to sync look
+            // like those made now: each holds nothing but the way to the
+            // log. Their entries are synced too (a directory that cannot be
+            // listed, or holds anything else, was not made for this log).
+            while let Some(outer) = created_dirs
+                .first()
+                .and_then(|c| c.parent())
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+            {
+                match storage.list_dir(&outer) {
+                    Ok(names) if names.len() == 1 => created_dirs.insert(0, outer),
+                    _ => break,
+                }
+            }
             for created in &created_dirs {
                 let parent = match created.parent() {
                     Some(p) if !p.as_os_str().is_empty() => p,

@@ -1248,6 +1248,37 @@ fn a_failed_sync_of_the_parent_is_made_again_by_the_next_open() {
 }
 
 #[test]
+fn ancestors_made_by_an_open_that_failed_are_synced_by_the_next_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("other"), b"not made for the log").unwrap();
+    let dir = root.join("a").join("b").join("log");
+    let storage = Hooked::default();
+    // The sync that makes `b`'s entry in `a` durable fails: `a`, `b` and
+    // the log directory exist, not durably.
+    *storage.fail_dir.lock().unwrap() = Some(root.join("a"));
+    let opts = small(1 << 16).storage(Arc::new(storage.clone()));
+    let err = opts.open(&dir).unwrap_err();
+    assert!(err.to_string().contains("sync directory"), "{err}");
+    *storage.fail_dir.lock().unwrap() = None;
+    storage.synced.lock().unwrap().clear();
+    let log = opts.open(&dir).unwrap();
+    let synced = storage.synced.lock().unwrap().clone();
+    // `a` in root, `b` in a, `log` in b.
+    for parent in [root.clone(), root.join("a"), root.join("a").join("b")] {
+        assert!(
+            synced.contains(&parent),
+            "{parent:?} not synced: {synced:?}"
+        );
+    }
+    // `root` holds something else: it was not made for the log, and the
+    // walk stopped there.
+    assert!(!synced.contains(&tmp.path().to_owned()), "{synced:?}");
+    assert_eq!(log.append(b"x").unwrap(), 0);
+}
+
+#[test]
 fn a_log_in_a_directory_someone_else_made_gets_its_entry_synced_too() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("made-by-mkdir");
