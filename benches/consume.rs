@@ -2,11 +2,12 @@
 //!
 //! * `consume`: one durq consumer acknowledging every message durably
 //!   (`next` + `ack`); batch consumers (`next` × N, then one `ack_until`)
-//!   with N = 100 and 1,000, and the same with N = 1,000 for a client that
-//!   reads behind another reader (each segment's index already built past
-//!   it); SQLite's consumer pattern, one transaction per
-//!   message that reads the client's cursor row, the next message row, and
-//!   updates the cursor row. Throughput in messages per second.
+//!   with N = 100 and 1,000, N = 100 taken with one `next_batch`, and
+//!   N = 1,000 for a client that reads behind another reader (each
+//!   segment's index already built past it); SQLite's consumer pattern, one
+//!   transaction per message that reads the client's cursor row, the next
+//!   message row, and updates the cursor row. Throughput in messages per
+//!   second.
 //! * `scan`: a sequential scan of 1,000,000 100-byte records with checksum
 //!   verification, by `log.scan(0, ..)` (payloads borrowed) and by
 //!   `log.iter(0)` (a `Record` per item), vs
@@ -96,6 +97,23 @@ fn consume(c: &mut Criterion) {
             })
         });
     }
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("durq_next_batch_100_ack_until", |b| {
+        b.iter_custom(|iters| {
+            durq_ensure(&log, &consumer, iters * 100);
+            let start = Instant::now();
+            for _ in 0..iters {
+                let batch = consumer.next_batch(100).unwrap();
+                assert_eq!(batch.len(), 100);
+                std::hint::black_box(batch.iter().map(|m| m.payload().len()).sum::<usize>());
+                consumer
+                    .ack_until(batch.last().unwrap().offset() + 1)
+                    .unwrap();
+            }
+            start.elapsed()
+        })
+    });
+
     // A client that lags another: the other has read every message first,
     // so each segment's index frontier is past what this client reads.
     let behind = log.consumer("behind").unwrap();

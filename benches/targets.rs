@@ -233,14 +233,17 @@ fn main() {
             "sqlite_consume",
             common::sqlite_consume_for(&sq_consume, LEN, slot),
         );
-        res.push(
-            "durq_batch_consumer_100",
-            cli::durq_consume_batch_for(&log_bc, &consumer_bc, 100, LEN, slot / 2).unwrap(),
-        );
-        res.push(
-            "durq_batch_consumer_1000",
-            cli::durq_consume_batch_for(&log_bc, &consumer_bc, 1000, LEN, slot / 2).unwrap(),
-        );
+        for (name, batch, take) in [
+            ("durq_batch_consumer_100", 100, cli::Take::OneByOne),
+            ("durq_batch_consumer_100_next_batch", 100, cli::Take::AtOnce),
+            ("durq_batch_consumer_1000", 1000, cli::Take::OneByOne),
+        ] {
+            res.push(
+                name,
+                cli::durq_consume_batch_for(&log_bc, &consumer_bc, batch, take, LEN, slot / 2)
+                    .unwrap(),
+            );
+        }
 
         res.push("durq_scan", cli::durq_scan_for(&log_scan, slot).unwrap());
         res.push("durq_iter", {
@@ -402,6 +405,12 @@ fn main() {
     row(
         "batch consumer (100) vs SQLite txn/message",
         "durq_batch_consumer_100",
+        &["sqlite_consume"],
+        100.0,
+    );
+    row(
+        "batch consumer (100, Consumer::next_batch) vs SQLite txn/message",
+        "durq_batch_consumer_100_next_batch",
         &["sqlite_consume"],
         100.0,
     );

@@ -560,6 +560,21 @@ fn salvage_keeps_every_readable_record_and_reports_the_lost_offsets() {
             "{err}"
         );
         assert_eq!(count, 295);
+        // A batch consumer skips the placeholders too.
+        let c = log.consumer("batch").expect("consumer");
+        let mut got = Vec::new();
+        loop {
+            let batch = c.next_batch(50).expect("batch");
+            let Some(last) = batch.last() else { break };
+            c.ack_until(last.offset() + 1).expect("ack");
+            for m in &batch {
+                assert_eq!(m.payload(), format!("msg-{}", m.offset()).as_bytes());
+                got.push(m.offset());
+            }
+        }
+        let want: Vec<u64> = (0..300).filter(|&i| i != 3 && i != 299).collect();
+        assert_eq!(got, want);
+        assert_eq!(c.acked(), 300);
     }
     let o = durq_with_stdin(&["append", p(&dir)], b"new\n");
     assert_eq!(stdout(&o), "300\n");

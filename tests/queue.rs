@@ -680,6 +680,190 @@ fn retention_by_size_reports_clients_left_behind() {
     assert_eq!(slow.next().unwrap().unwrap().offset(), first);
 }
 
+#[test]
+fn next_batch_takes_given_back_messages_first_then_new_ones_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Options::new().segment_size(4096).open(tmp.path()).unwrap();
+    let c = log.consumer("c").unwrap();
+    assert!(c.next_batch(10).unwrap().is_empty());
+    log.append_batch((0..300u64).map(lag_payload)).unwrap();
+    assert!(log.segments().unwrap().len() > 5);
+    let first = c.next_batch(100).unwrap();
+    assert_eq!(
+        first.iter().map(|m| m.offset()).collect::<Vec<_>>(),
+        (0..100).collect::<Vec<_>>()
+    );
+    for m in &first {
+        assert_eq!(m.payload(), &lag_payload(m.offset())[..]);
+    }
+    // Give back 7 and 42 (dropped unacknowledged), acknowledge the rest.
+    let mut first = first;
+    let back: Vec<_> = [42, 7].iter().map(|&i| first.remove(i)).collect();
+    drop(back);
+    for m in first {
+        m.ack().unwrap();
+    }
+    let batch = c.next_batch(5).unwrap();
+    assert_eq!(
+        batch.iter().map(|m| m.offset()).collect::<Vec<_>>(),
+        vec![7, 42, 100, 101, 102]
+    );
+    c.ack_until(103).unwrap();
+    drop(batch);
+    // The rest, in batches that cross segments; `max` bounds each.
+    let mut seen = Vec::new();
+    loop {
+        let b = c.next_batch(64).unwrap();
+        assert!(b.len() <= 64);
+        if b.is_empty() {
+            break;
+        }
+        for m in &b {
+            assert_eq!(m.payload(), &lag_payload(m.offset())[..]);
+            seen.push(m.offset());
+        }
+        c.ack_until(b.last().unwrap().offset() + 1).unwrap();
+    }
+    assert_eq!(seen, (103..300).collect::<Vec<_>>());
+    assert_eq!(c.acked(), 300);
+    // Taken but not acknowledged: back after a reopen.
+    log.append_batch((300..310u64).map(lag_payload)).unwrap();
+    assert_eq!(c.next_batch(100).unwrap().len(), 10);
+    drop(c);
+    drop(log);
+    let log = Options::new().segment_size(4096).open(tmp.path()).unwrap();
+    let c = log.consumer("c").unwrap();
+    let again = c.next_batch(100).unwrap();
+    assert_eq!(
+        again.iter().map(|m| m.offset()).collect::<Vec<_>>(),
+        (300..310).collect::<Vec<_>>()
+    );
+    // A removed client's handle is refused.
+    drop(again);
+    assert!(log.remove_consumer("c").unwrap());
+    assert!(matches!(c.next_batch(1), Err(Error::NoSuchClient { .. })));
+}
+
+#[test]
+fn next_batch_and_next_on_two_handles_of_one_client_split_the_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = open(tmp.path());
+    log.append_batch((0..2_000u64).map(lag_payload)).unwrap();
+    let a = log.consumer("shared").unwrap();
+    let b = a.clone();
+    let taker = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        loop {
+            let batch = b.next_batch(37).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            for m in batch {
+                assert_eq!(m.payload(), &lag_payload(m.offset())[..]);
+                got.push(m.offset());
+                m.ack().unwrap();
+            }
+        }
+        got
+    });
+    let mut mine = Vec::new();
+    while let Some(m) = a.next().unwrap() {
+        mine.push(m.offset());
+        m.ack().unwrap();
+    }
+    let theirs = taker.join().unwrap();
+    let all: BTreeSet<u64> = mine.iter().chain(&theirs).copied().collect();
+    assert_eq!(all.len(), mine.len() + theirs.len(), "a message went twice");
+    assert_eq!(all, (0..2_000).collect());
+    assert_eq!(a.acked(), 2_000);
+}
+
+#[test]
+fn next_batch_stops_before_a_damaged_record_and_gives_the_rest_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = Options::new().segment_size(4096);
+    {
+        let log = opts.clone().open(tmp.path()).unwrap();
+        log.append_batch((0..300u64).map(lag_payload)).unwrap();
+    }
+    // Damage the first record of the third segment (sealed: open does not
+    // read it, the consumer does).
+    let mut segs: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    let victim = &segs[2];
+    let base = durq::names::parse_segment_file_name(victim.file_name().unwrap().to_str().unwrap())
+        .unwrap()
+        .0;
+    let mut bytes = fs::read(victim).unwrap();
+    bytes[64 + 24 + 1] ^= 0x10;
+    fs::write(victim, bytes).unwrap();
+
+    let log = opts.open(tmp.path()).unwrap();
+    let c = log.consumer("c").unwrap();
+    let in_flight = || log.consumers().unwrap()[0].in_flight;
+    let before = c.next_batch(300).unwrap();
+    assert_eq!(
+        before.iter().map(|m| m.offset()).collect::<Vec<_>>(),
+        (0..base).collect::<Vec<_>>()
+    );
+    assert_eq!(in_flight(), base as usize);
+    // The next batch starts with the damaged record: its error, and every
+    // message of that batch given back, none left taken.
+    let err = c.next_batch(300).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { path, .. } if path == victim),
+        "{err}"
+    );
+    assert_eq!(in_flight(), base as usize);
+    drop(before);
+    assert_eq!(in_flight(), 0);
+    // Past the damage, the rest is delivered.
+    c.seek(base + 1).unwrap();
+    let after = c.next_batch(300).unwrap();
+    assert_eq!(
+        after.iter().map(|m| m.offset()).collect::<Vec<_>>(),
+        (base + 1..300).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn next_batch_reports_messages_lost_to_size_bound_retention() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Options::new()
+        .segment_size(4096)
+        .retention(Retention::max_bytes(4 * 4096))
+        .open(tmp.path())
+        .unwrap();
+    let slow = log.consumer("slow").unwrap();
+    log.append_batch((0..500u32).map(|i| vec![i as u8; 50]))
+        .unwrap();
+    log.append(b"trigger").unwrap();
+    let first = log.first_offset();
+    assert!(first > 0);
+    match slow.next_batch(10) {
+        Err(Error::Truncated {
+            offset: 0,
+            first: f,
+        }) => assert_eq!(f, first),
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+    // Nothing was taken: the same error again, until the client moves.
+    assert!(matches!(
+        slow.next_batch(10),
+        Err(Error::Truncated { offset: 0, .. })
+    ));
+    slow.seek(0).unwrap();
+    let b = slow.next_batch(3).unwrap();
+    assert_eq!(
+        b.iter().map(|m| m.offset()).collect::<Vec<_>>(),
+        vec![first, first + 1, first + 2]
+    );
+}
+
 // ---- a model-based property test ----
 
 mod model {

@@ -238,11 +238,22 @@ pub fn durq_consume_ack_for(
     })
 }
 
-/// A batch consumer: `batch` × `next`, then one `ack_until`, for `slot`.
+/// How a batch consumer takes its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// `batch` calls of `Consumer::next`.
+    OneByOne,
+    /// One call of `Consumer::next_batch`.
+    AtOnce,
+}
+
+/// A batch consumer: `batch` messages taken as `take` says, then one
+/// `ack_until`, for `slot`.
 pub fn durq_consume_batch_for(
     log: &durq::Log,
     consumer: &durq::Consumer,
     batch: usize,
+    take: Take,
     payload_len: usize,
     slot: Duration,
 ) -> durq::Result<Sample> {
@@ -255,6 +266,12 @@ pub fn durq_consume_batch_for(
             refill(log, &payload, batch.max(1000))?;
         }
         let t0 = Instant::now();
+        if take == Take::AtOnce {
+            msgs = consumer.next_batch(batch)?;
+        }
+        for m in &msgs {
+            std::hint::black_box(m.payload().len());
+        }
         while msgs.len() < batch {
             match consumer.next()? {
                 Some(m) => {
