@@ -297,6 +297,8 @@ pub enum Step {
     BigBatch(u32),
     /// `consumer.next()`; the message is kept in flight.
     Next(usize),
+    /// `consumer.next_batch(n)`; the messages are kept in flight.
+    NextBatch(usize, u32),
     /// Acknowledge one of the client's messages in flight.
     Ack(usize, u64),
     /// Give one of the client's messages back with `nack`.
@@ -653,6 +655,7 @@ fn gen_steps(ch: &mut Choices<'_>, family: Family, first: bool, clients: usize) 
             89 if family != Family::Faults => Step::CleanReopen,
             89 => Step::Append(Size::Exact(ch.below(40) as u32)),
             90..=93 => Step::AckMany(c, ch.range(1, 8) as u32),
+            94..=96 => Step::NextBatch(c, ch.range(1, 12) as u32),
             _ => Step::Append(Size::Exact(ch.range(12, 200) as u32)),
         };
         steps.push(step);
@@ -1044,6 +1047,7 @@ impl Runner<'_> {
                 }
             }
             Step::Next(c) => self.next(*c).map(|_| ()),
+            Step::NextBatch(c, n) => self.next_batch(*c, *n),
             Step::Ack(c, pick) => self.ack(*c, *pick),
             Step::Nack(c, pick) | Step::DropMsg(c, pick) => {
                 let cm = &mut self.clients[*c];
@@ -1386,38 +1390,73 @@ impl Runner<'_> {
                 let off = m.offset();
                 self.note(|| format!("next of client {c} -> {off}"));
                 let end = log.end();
-                self.observe(end, off, m.payload())?;
-                let (name, base) = (self.clients[c].name, self.clients[c].base);
-                if off < base {
-                    return self.violation(format!(
-                        "client {name} was given offset {off}, below its position {base}"
-                    ));
-                }
-                let cm = &mut self.clients[c];
-                let epoch = cm.epoch;
-                cm.held.push((m, epoch));
-                if cm.held.len() > 24 {
-                    cm.held.swap_remove(0);
-                }
+                self.took(c, end, m)?;
                 Ok(true)
             }
             Ok(None) => {
                 self.note(|| format!("next of client {c} -> None"));
                 Ok(false)
             }
-            Err(Error::Truncated { offset, first }) => {
-                self.note(|| format!("next of client {c} -> Truncated({offset}, {first})"));
-                if offset >= first {
+            Err(e) => self.take_failed(c, "next", e).map(|()| false),
+        }
+    }
+
+    fn next_batch(&mut self, c: usize, n: u32) -> Result<(), String> {
+        let Some(h) = self.clients[c].handle.clone() else {
+            return Ok(());
+        };
+        let log = self.log()?;
+        match h.next_batch(n as usize) {
+            Ok(batch) => {
+                let offsets: Vec<u64> = batch.iter().map(|m| m.offset()).collect();
+                self.note(|| format!("next_batch({n}) of client {c} -> {offsets:?}"));
+                if offsets.len() > n as usize || offsets.windows(2).any(|w| w[0] >= w[1]) {
                     return self.violation(format!(
-                        "next() reported offset {offset} truncated but the first retained offset is {first}"
+                        "next_batch({n}) gave {offsets:?}: more than asked or out of order"
                     ));
                 }
-                Ok(false)
+                let end = log.end();
+                for m in batch {
+                    self.took(c, end, m)?;
+                }
+                Ok(())
             }
-            Err(e) => self
-                .op_failed(&format!("next of client {c}"), &e)
-                .map(|()| false),
+            Err(e) => self.take_failed(c, &format!("next_batch({n})"), e),
         }
+    }
+
+    /// Checks a message client `c` was given (the durable end read after
+    /// it was taken is `end`) and keeps it in flight.
+    fn took(&mut self, c: usize, end: u64, m: durq::Message) -> Result<(), String> {
+        let off = m.offset();
+        self.observe(end, off, m.payload())?;
+        let (name, base) = (self.clients[c].name, self.clients[c].base);
+        if off < base {
+            return self.violation(format!(
+                "client {name} was given offset {off}, below its position {base}"
+            ));
+        }
+        let cm = &mut self.clients[c];
+        let epoch = cm.epoch;
+        cm.held.push((m, epoch));
+        if cm.held.len() > 24 {
+            cm.held.swap_remove(0);
+        }
+        Ok(())
+    }
+
+    /// A `next` or `next_batch` of client `c` that returned `e`.
+    fn take_failed(&mut self, c: usize, what: &str, e: Error) -> Result<(), String> {
+        if let Error::Truncated { offset, first } = e {
+            self.note(|| format!("{what} of client {c} -> Truncated({offset}, {first})"));
+            if offset >= first {
+                return self.violation(format!(
+                    "{what} reported offset {offset} truncated but the first retained offset is {first}"
+                ));
+            }
+            return Ok(());
+        }
+        self.op_failed(&format!("{what} of client {c}"), &e)
     }
 
     fn ack(&mut self, c: usize, pick: u64) -> Result<(), String> {
