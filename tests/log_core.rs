@@ -1223,27 +1223,33 @@ fn creating_a_log_syncs_every_directory_it_created_into_its_parent() {
     log.append(b"x").unwrap();
 }
 
+/// Opens a log at `dir` with the sync of directory `failing` failing (the
+/// open must fail), then again on a healthy disk; returns the log and the
+/// directories the second open synced.
+fn open_after_a_failed_sync_of(failing: &Path, dir: &Path) -> (Log, Vec<PathBuf>) {
+    let storage = Hooked::default();
+    *storage.fail_dir.lock().unwrap() = Some(failing.to_owned());
+    let opts = small(1 << 16).storage(Arc::new(storage.clone()));
+    let err = opts.open(dir).unwrap_err();
+    assert!(err.to_string().contains("sync directory"), "{err}");
+    *storage.fail_dir.lock().unwrap() = None;
+    storage.synced.lock().unwrap().clear();
+    let log = opts.open(dir).unwrap();
+    let synced = storage.synced.lock().unwrap().clone();
+    (log, synced)
+}
+
 #[test]
 fn a_failed_sync_of_the_parent_is_made_again_by_the_next_open() {
     let tmp = tempfile::tempdir().unwrap();
     let parent = tmp.path().join("p");
     fs::create_dir(&parent).unwrap();
     let dir = parent.join("log");
-    let storage = Hooked::default();
-    *storage.fail_dir.lock().unwrap() = Some(parent.clone());
-    let opts = small(1 << 16).storage(Arc::new(storage.clone()));
-    let err = opts.open(&dir).unwrap_err();
-    assert!(err.to_string().contains("sync directory"), "{err}");
-    // The directory now exists; the next open (the disk healthy again) must
-    // still make its entry durable before the log is used.
-    *storage.fail_dir.lock().unwrap() = None;
-    storage.synced.lock().unwrap().clear();
-    let log = opts.open(&dir).unwrap();
-    assert!(
-        storage.synced.lock().unwrap().contains(&parent),
-        "{:?}",
-        storage.synced.lock().unwrap()
-    );
+    // The first open fails at that sync, leaving the directory behind; the
+    // next (the disk healthy again) must still make its entry durable
+    // before the log is used.
+    let (log, synced) = open_after_a_failed_sync_of(&parent, &dir);
+    assert!(synced.contains(&parent), "{synced:?}");
     assert_eq!(log.append(b"x").unwrap(), 0);
 }
 
@@ -1254,17 +1260,9 @@ fn ancestors_made_by_an_open_that_failed_are_synced_by_the_next_open() {
     fs::create_dir(&root).unwrap();
     fs::write(root.join("other"), b"not made for the log").unwrap();
     let dir = root.join("a").join("b").join("log");
-    let storage = Hooked::default();
     // The sync that makes `b`'s entry in `a` durable fails: `a`, `b` and
     // the log directory exist, not durably.
-    *storage.fail_dir.lock().unwrap() = Some(root.join("a"));
-    let opts = small(1 << 16).storage(Arc::new(storage.clone()));
-    let err = opts.open(&dir).unwrap_err();
-    assert!(err.to_string().contains("sync directory"), "{err}");
-    *storage.fail_dir.lock().unwrap() = None;
-    storage.synced.lock().unwrap().clear();
-    let log = opts.open(&dir).unwrap();
-    let synced = storage.synced.lock().unwrap().clone();
+    let (log, synced) = open_after_a_failed_sync_of(&root.join("a"), &dir);
     // `a` in root, `b` in a, `log` in b.
     for parent in [root.clone(), root.join("a"), root.join("a").join("b")] {
         assert!(

@@ -654,18 +654,26 @@ fn retention_deletes_segments_acked_by_every_client() {
     assert_eq!(log.read(499).unwrap().unwrap().len(), 50);
 }
 
-#[test]
-fn retention_by_size_reports_clients_left_behind() {
-    let tmp = tempfile::tempdir().unwrap();
+/// A log of 4 KiB segments bound to 16 KiB, and a client "slow" that has
+/// acknowledged nothing while 500 records (and one more) went in: the
+/// oldest records it never saw are deleted.
+fn left_behind_by_size_bound_retention(dir: &Path) -> (Log, durq::Consumer) {
     let log = Options::new()
         .segment_size(4096)
         .retention(Retention::max_bytes(4 * 4096))
-        .open(tmp.path())
+        .open(dir)
         .unwrap();
     let slow = log.consumer("slow").unwrap();
     log.append_batch((0..500u32).map(|i| vec![i as u8; 50]))
         .unwrap();
     log.append(b"trigger").unwrap();
+    (log, slow)
+}
+
+#[test]
+fn retention_by_size_reports_clients_left_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, slow) = left_behind_by_size_bound_retention(tmp.path());
     assert!(log.segments().unwrap().len() <= 4);
     let first = log.first_offset();
     assert!(first > 0);
@@ -833,15 +841,7 @@ fn next_batch_stops_before_a_damaged_record_and_gives_the_rest_back() {
 #[test]
 fn next_batch_reports_messages_lost_to_size_bound_retention() {
     let tmp = tempfile::tempdir().unwrap();
-    let log = Options::new()
-        .segment_size(4096)
-        .retention(Retention::max_bytes(4 * 4096))
-        .open(tmp.path())
-        .unwrap();
-    let slow = log.consumer("slow").unwrap();
-    log.append_batch((0..500u32).map(|i| vec![i as u8; 50]))
-        .unwrap();
-    log.append(b"trigger").unwrap();
+    let (log, slow) = left_behind_by_size_bound_retention(tmp.path());
     let first = log.first_offset();
     assert!(first > 0);
     match slow.next_batch(10) {
