@@ -718,6 +718,11 @@ struct ClientModel {
     epoch: u64,
     handle: Option<Consumer>,
     held: Vec<(Message, u64)>,
+    /// Offsets this client gave back (dropped or nacked while in flight, in
+    /// the current epoch) and has not been given again: the next messages
+    /// it takes must be these first, smallest first. Checked only while no
+    /// fault was injected (a failed call leaves the engine's set unknown).
+    returned: BTreeSet<u64>,
     /// A seek failed since the position was last known: the position on
     /// disk may be that seek's target (even below what retention deleted
     /// meanwhile, on the strength of the in-memory position).
@@ -756,6 +761,7 @@ impl ClientModel {
             epoch: 0,
             handle: None,
             held: Vec::new(),
+            returned: BTreeSet::new(),
             seek_unknown: false,
             below_first_accepted: false,
         }
@@ -772,6 +778,7 @@ impl ClientModel {
         self.lo = p;
         self.hi = p;
         self.epoch += 1;
+        self.returned.clear();
         self.seek_unknown = false;
         self.below_first_accepted = false;
     }
@@ -1055,7 +1062,7 @@ impl Runner<'_> {
                     return Ok(());
                 }
                 let i = (*pick % cm.held.len() as u64) as usize;
-                let (m, _) = cm.held.swap_remove(i);
+                let (m, epoch) = cm.held.swap_remove(i);
                 let off = m.offset();
                 if matches!(step, Step::Nack(..)) {
                     m.nack();
@@ -1063,6 +1070,7 @@ impl Runner<'_> {
                     drop(m);
                 }
                 self.note(|| format!("give back {off} of client {c}"));
+                self.gave_back(*c, off, epoch);
                 Ok(())
             }
             Step::AckUntil(c, pick) => {
@@ -1389,6 +1397,7 @@ impl Runner<'_> {
             Ok(Some(m)) => {
                 let off = m.offset();
                 self.note(|| format!("next of client {c} -> {off}"));
+                self.returned_first(c, &h, &[off])?;
                 let end = log.end();
                 self.took(c, end, m)?;
                 Ok(true)
@@ -1415,6 +1424,7 @@ impl Runner<'_> {
                         "next_batch({n}) gave {offsets:?}: more than asked or out of order"
                     ));
                 }
+                self.returned_first(c, &h, &offsets)?;
                 let end = log.end();
                 for m in batch {
                     self.took(c, end, m)?;
@@ -1440,7 +1450,50 @@ impl Runner<'_> {
         let epoch = cm.epoch;
         cm.held.push((m, epoch));
         if cm.held.len() > 24 {
-            cm.held.swap_remove(0);
+            let (m, epoch) = cm.held.swap_remove(0);
+            let off = m.offset();
+            drop(m);
+            self.gave_back(c, off, epoch);
+        }
+        Ok(())
+    }
+
+    /// Client `c` dropped or nacked its message `off`, taken in `epoch`:
+    /// the engine gives it back if it is still in flight (taken in the
+    /// current epoch and not covered by an `ack_until`).
+    fn gave_back(&mut self, c: usize, off: u64, epoch: u64) {
+        let checking = !self.faulted && !self.disk.is_dead();
+        let cm = &mut self.clients[c];
+        let Some(h) = &cm.handle else {
+            return;
+        };
+        if checking && epoch == cm.epoch && off >= h.acked() {
+            cm.returned.insert(off);
+        }
+    }
+
+    /// Messages given back come first, smallest offset first: `offsets`,
+    /// just taken by client `c`, must begin with the ones it gave back.
+    fn returned_first(&mut self, c: usize, h: &Consumer, offsets: &[u64]) -> Result<(), String> {
+        if self.faulted || self.disk.is_dead() {
+            self.clients[c].returned.clear();
+            return Ok(());
+        }
+        let acked = h.acked();
+        let cm = &mut self.clients[c];
+        // An `ack_until` since covered those below the position.
+        cm.returned = cm.returned.split_off(&acked);
+        for &off in offsets {
+            let Some(&r) = cm.returned.first() else {
+                break;
+            };
+            if off != r {
+                let (name, returned) = (cm.name, cm.returned.clone());
+                return self.violation(format!(
+                    "client {name} was given {off} while it had given back {returned:?}, which come first"
+                ));
+            }
+            cm.returned.remove(&r);
         }
         Ok(())
     }
@@ -1629,6 +1682,7 @@ impl Runner<'_> {
     fn close(&mut self) {
         for c in &mut self.clients {
             c.held.clear();
+            c.returned.clear();
             c.handle = None;
         }
         self.log = None;
