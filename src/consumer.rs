@@ -827,27 +827,8 @@ pub(crate) fn load_clients(
         // journal (so stale entries can never count again), makes a clamp
         // durable and lets a missing or damaged journal be recreated now.
         let stale_entries = loaded.newest_entry_generation > generation;
-        let new_generation = if repair && (past_end || stale_entries || journal.is_none()) {
-            match files.next_generation(generation.max(loaded.newest_entry_generation)) {
-                Ok(g) => Some(g),
-                Err(e) => {
-                    // None can be written (a crafted cursor at the last
-                    // generation): nothing is repaired or changed, and the
-                    // client is not used.
-                    if let Some(p) = loaded.journal_problem {
-                        out.repairs.push(CursorRepair {
-                            client: name.clone(),
-                            file: files.journal(),
-                            action: p,
-                        });
-                    }
-                    out.broken(name, files.slot(generation), &e);
-                    continue;
-                }
-            }
-        } else {
-            None
-        };
+        let new_generation = (repair && (past_end || stale_entries || journal.is_none()))
+            .then(|| files.next_generation(generation.max(loaded.newest_entry_generation)));
         let verb = |done: &str| {
             if repair {
                 done.to_owned()
@@ -856,12 +837,27 @@ pub(crate) fn load_clients(
             }
         };
         if let Some(p) = loaded.journal_problem {
+            let action = match &new_generation {
+                // No generation can be written (a crafted cursor at the
+                // last one): the journal is not recreated.
+                Some(Err(_)) => p,
+                _ => format!("{p}; {}", verb("recreated")),
+            };
             out.repairs.push(CursorRepair {
                 client: name.clone(),
                 file: files.journal(),
-                action: format!("{p}; {}", verb("recreated")),
+                action,
             });
         }
+        let new_generation = match new_generation {
+            Some(Err(e)) => {
+                // Nothing is repaired or changed, and the client is not used.
+                out.broken(name, files.slot(generation), &e);
+                continue;
+            }
+            Some(Ok(g)) => Some(g),
+            None => None,
+        };
         if past_end {
             out.repairs.push(CursorRepair {
                 client: name.clone(),
