@@ -211,11 +211,7 @@ impl Shared {
         };
         let open = self.open(&seg)?;
         let pos = open.locate(offset, limit)?;
-        let (record, next_pos) = open.record_at(pos, offset)?;
-        if offset + 1 < limit {
-            open.remember(offset + 1, next_pos);
-        }
-        Ok(Some(record))
+        Ok(Some(open.record_at(pos, offset)?.0))
     }
 }
 

@@ -221,8 +221,8 @@ impl fmt::Debug for Record {
     }
 }
 
-/// How many "next record" positions a segment remembers for readers behind
-/// its index frontier (one per client reading it, typically).
+/// How many readers behind its index frontier a segment keeps the place of
+/// (one per client reading it, typically).
 const RECENT: usize = 16;
 
 /// Sparse positions of records in one segment, built lazily by walking
@@ -233,14 +233,15 @@ struct SparseIndex {
     positions: Vec<u64>,
     /// Offset and position of the first record not yet walked.
     frontier: Option<(u64, u64)>,
-    /// Offsets and positions of the records right after recent reads
-    /// behind the frontier, so that a reader going through the segment in
-    /// order (a client that lags another) finds its next record without
-    /// walking up to `STRIDE - 1` headers from an index slot. Records never
-    /// move once durable, so an entry never goes stale. A small ring: the
-    /// oldest entry is replaced.
+    /// Offsets and positions of the records last located behind the
+    /// frontier, one entry per reader going through the segment in order
+    /// (a client that lags another): each locate moves the reader's entry
+    /// one record on instead of walking up to `STRIDE - 1` headers from an
+    /// index slot. Records never move once durable, so an entry never goes
+    /// stale. A reader without an entry takes a slot of the ring, the
+    /// oldest first.
     recent: [Option<(u64, u64)>; RECENT],
-    /// The ring slot the next entry replaces.
+    /// The ring slot the next new entry takes.
     recent_next: usize,
 }
 
@@ -596,7 +597,21 @@ impl OpenSegment {
             idx.frontier = Some((f_off, f_pos));
         }
         if offset < f_off {
-            if let Some(&(_, pos)) = idx.recent.iter().flatten().find(|(o, _)| *o == offset) {
+            // A reader going in order below the frontier: its entry is this
+            // record (read again) or the one before it (one step on, and
+            // the entry moves with it).
+            let mine = idx.recent.iter().position(|e| {
+                e.is_some_and(|(o, _)| o == offset || o.checked_add(1) == Some(offset))
+            });
+            if let Some(i) = mine
+                && let Some((o, pos)) = idx.recent[i]
+            {
+                let pos = if o == offset {
+                    pos
+                } else {
+                    pos + self.header_at(pos, o)?.0.encoded_len() as u64
+                };
+                idx.recent[i] = Some((offset, pos));
                 return Ok(pos);
             }
             let slot = ((offset - meta.base) / INDEX_STRIDE) as usize;
@@ -607,6 +622,10 @@ impl OpenSegment {
                 pos += self.header_at(pos, off)?.0.encoded_len() as u64;
                 off += 1;
             }
+            let mut idx = lock(&self.index);
+            let next = idx.recent_next;
+            idx.recent[next] = Some((offset, pos));
+            idx.recent_next = (next + 1) % RECENT;
             return Ok(pos);
         }
         // Extend the frontier up to `offset`, indexing as we go.
@@ -621,24 +640,6 @@ impl OpenSegment {
             idx.frontier = Some((off, pos));
         }
         Ok(pos)
-    }
-
-    /// Notes that the record `offset` starts at `pos` (the position after a
-    /// checked record just read), for the next [`OpenSegment::locate`] of a
-    /// reader going in order. Positions at or past the frontier need no
-    /// note: the frontier walk finds them in one step.
-    pub(crate) fn remember(&self, offset: u64, pos: u64) {
-        let mut idx = lock(&self.index);
-        match idx.frontier {
-            Some((f_off, _)) if offset < f_off => {}
-            _ => return,
-        }
-        if idx.recent.iter().flatten().any(|&(o, _)| o == offset) {
-            return;
-        }
-        let slot = idx.recent_next;
-        idx.recent[slot] = Some((offset, pos));
-        idx.recent_next = (slot + 1) % RECENT;
     }
 
     /// Walks the checked records of this segment from `pos` (which holds
