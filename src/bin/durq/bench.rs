@@ -266,20 +266,19 @@ pub fn durq_consume_batch_for(
             refill(log, &payload, batch.max(1000))?;
         }
         let t0 = Instant::now();
-        if take == Take::AtOnce {
-            msgs = consumer.next_batch(batch)?;
+        match take {
+            Take::AtOnce => msgs = consumer.next_batch(batch)?,
+            Take::OneByOne => {
+                while msgs.len() < batch {
+                    match consumer.next()? {
+                        Some(m) => msgs.push(m),
+                        None => break,
+                    }
+                }
+            }
         }
         for m in &msgs {
             std::hint::black_box(m.payload().len());
-        }
-        while msgs.len() < batch {
-            match consumer.next()? {
-                Some(m) => {
-                    std::hint::black_box(m.payload().len());
-                    msgs.push(m);
-                }
-                None => break,
-            }
         }
         if let Some(last) = msgs.last() {
             consumer.ack_until(last.offset() + 1)?;
