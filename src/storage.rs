@@ -18,7 +18,14 @@
 //!   [`StorageFile::sync_data`] or [`StorageFile::sync_all`] of the same file
 //!   returns `Ok`.
 //! * A created, renamed or removed name is durable only once
-//!   [`Storage::sync_dir`] of its directory returns `Ok`.
+//!   [`Storage::sync_dir`] of its directory returns `Ok`. This holds for
+//!   directories too: a directory made by [`Storage::create_dir_all`] (and
+//!   everything in it) may vanish on power loss until its parent is synced,
+//!   and one removed by [`Storage::remove_dir`] may come back.
+//! * [`Storage::rename`] may move a file between two directories of one
+//!   log. Until both directories are synced, power loss may keep the old
+//!   name, the new one, both or neither; the engine only moves files whose
+//!   every such outcome it can recover from.
 //! * A failed sync is final: the engine never retries it and reports success.
 //!
 //! [`Options::storage`]: crate::Options::storage
@@ -65,11 +72,16 @@ pub trait Storage: fmt::Debug + Send + Sync + 'static {
     /// Opens or creates the file at `path`.
     fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>>;
 
-    /// Atomically replaces `to` with `from` (POSIX `rename`).
+    /// Atomically replaces `to` with `from` (POSIX `rename`), possibly
+    /// moving the file to another directory of the same file system.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
 
     /// Removes the file at `path`.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+
+    /// Removes the empty directory `dir` (POSIX `rmdir`); fails if it holds
+    /// anything.
+    fn remove_dir(&self, dir: &Path) -> io::Result<()>;
 
     /// Makes the directory's entries (creates, renames, removes) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
@@ -188,6 +200,10 @@ impl Storage for FsStorage {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
+    }
+
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        fs::remove_dir(dir)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

@@ -733,6 +733,9 @@ impl Storage for Hooked {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         FsStorage.remove_file(path)
     }
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        FsStorage.remove_dir(dir)
+    }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         if self.fail_dir.lock().unwrap().as_deref() == Some(dir) {
             return Err(io::Error::from_raw_os_error(5));

@@ -946,6 +946,13 @@ impl Storage for SimDisk {
         Ok(())
     }
 
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("simulated disk: {}: cannot remove directories", dir.display()),
+        ))
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut g = self.lock();
         let fail = g.mutation(true)?;
