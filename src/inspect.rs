@@ -300,7 +300,7 @@ impl LogView {
         if bases.is_empty() {
             if let Some(old) = format1.first() {
                 // A log of format version 1: say so.
-                return Err(recovery::format1_error(&*storage, old));
+                return Err(recovery::old_format_error(&*storage, old));
             }
             return Err(Error::InvalidArgument(format!(
                 "{} is not a durq log: it holds no segment files \
@@ -351,7 +351,7 @@ impl LogView {
         // Segment files named as format version 1 named them cannot be
         // read by this version: each is a problem naming the file.
         for path in &format1 {
-            let e = recovery::format1_error(&*storage, path);
+            let e = recovery::old_format_error(&*storage, path);
             header_problems.push(error_finding("segment_header", path, &e));
         }
         for (base, seq) in bases {

@@ -66,6 +66,7 @@ mod crc;
 pub mod cursor;
 pub mod error;
 pub mod inspect;
+mod layout;
 mod log;
 pub mod names;
 pub mod record;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::codec::{Codec, Postcard};
 use crate::consumer::{self, ClientEntry, ClientInfo, Consumer};
 use crate::error::{Error, Result};
+use crate::layout::{self, Group};
 use crate::names;
 use crate::record::SEGMENT_HEADER_LEN;
 use crate::recovery::{self, Mode, RecoveryReport};
@@ -152,6 +153,7 @@ impl Shared {
     /// after every append of such a log, so it walks the table in place
     /// rather than copying it).
     pub(crate) fn segment_bytes(&self) -> Result<u64> {
+        self.list_every_group()?;
         let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
         let mut total = 0u64;
         for seg in segs.values() {
@@ -160,13 +162,67 @@ impl Shared {
         Ok(total)
     }
 
-    pub(crate) fn segment_list(&self) -> Vec<Arc<Segment>> {
-        self.segments
+    /// Every segment, oldest first (listing every group not listed yet).
+    pub(crate) fn segment_list(&self) -> Result<Vec<Arc<Segment>>> {
+        self.list_every_group()?;
+        Ok(self
+            .segments
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
-            .collect()
+            .collect())
+    }
+
+    /// Replaces the placeholder at `base`, if it still is one, by the
+    /// segments of the group it stands for (listing the group and checking
+    /// its names: see [`layout::list_middle_group`]).
+    fn list_group_at(&self, base: u64) -> Result<()> {
+        let mut segs = self.segments.write().unwrap_or_else(|e| e.into_inner());
+        let Some(group) = segs.get(&base).and_then(|s| s.unlisted.clone()) else {
+            return Ok(());
+        };
+        let next_base = segs.range(base + 1..).next().map_or(u64::MAX, |(&b, _)| b);
+        let listed = layout::list_middle_group(&*self.storage, &group, next_base)?;
+        segs.remove(&base);
+        for (b, seq, path) in listed {
+            segs.insert(b, Arc::new(Segment::unchecked(b, seq, path)));
+        }
+        Ok(())
+    }
+
+    /// Lists every group not listed yet.
+    fn list_every_group(&self) -> Result<()> {
+        let unlisted: Vec<u64> = self
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|s| s.unlisted.is_some())
+            .map(|s| s.base)
+            .collect();
+        for base in unlisted {
+            self.list_group_at(base)?;
+        }
+        Ok(())
+    }
+
+    /// Lists the oldest group if it is not listed yet (retention removed
+    /// every segment before it), so that the first entry of the table is
+    /// always a segment.
+    fn list_first_group(&self) -> Result<()> {
+        let first = self
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .next()
+            .filter(|s| s.unlisted.is_some())
+            .map(|s| s.base);
+        match first {
+            Some(base) => self.list_group_at(base),
+            None => Ok(()),
+        }
     }
 
     /// The oldest retained offset.
@@ -182,23 +238,35 @@ impl Shared {
 
     /// The segment holding `offset` and the end (exclusive) of the durable
     /// records in it, if `offset` is retained and durable.
-    fn locate(&self, offset: u64) -> Option<(Arc<Segment>, u64)> {
-        let end = self.end();
-        if offset >= end {
-            return None;
+    /// A segment in a group not listed yet is found by listing the group
+    /// first, which can fail like a read.
+    fn locate(&self, offset: u64) -> Result<Option<(Arc<Segment>, u64)>> {
+        loop {
+            let end = self.end();
+            if offset >= end {
+                return Ok(None);
+            }
+            let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+            let Some((_, seg)) = segs.range(..=offset).next_back() else {
+                return Ok(None);
+            };
+            if seg.unlisted.is_some() {
+                let base = seg.base;
+                drop(segs);
+                self.list_group_at(base)?;
+                continue;
+            }
+            let limit = segs
+                .range(offset + 1..)
+                .next()
+                .map_or(end, |(&next_base, _)| next_base.min(end));
+            if offset >= limit {
+                // Past the records of a sealed segment and before the next
+                // one: only possible if the segment table is inconsistent.
+                return Ok(None);
+            }
+            return Ok(Some((seg.clone(), limit)));
         }
-        let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
-        let (_, seg) = segs.range(..=offset).next_back()?;
-        let limit = segs
-            .range(offset + 1..)
-            .next()
-            .map_or(end, |(&next_base, _)| next_base.min(end));
-        if offset >= limit {
-            // Past the records of a sealed segment and before the next one:
-            // only possible if the segment table is inconsistent.
-            return None;
-        }
-        Some((seg.clone(), limit))
     }
 
     fn open(&self, seg: &Arc<Segment>) -> Result<Arc<OpenSegment>> {
@@ -206,7 +274,7 @@ impl Shared {
     }
 
     pub(crate) fn read(&self, offset: u64) -> Result<Option<Record>> {
-        let Some((seg, limit)) = self.locate(offset) else {
+        let Some((seg, limit)) = self.locate(offset)? else {
             return Ok(None);
         };
         let open = self.open(&seg)?;
@@ -399,6 +467,7 @@ impl Inner {
         let storage = &*self.shared.storage;
         let dir = &self.shared.dir;
         let path = seg.path.clone();
+        let group = layout::group_dir_of(&path).to_owned();
         let reusable = seg.unused()
             && seg
                 .meta(storage)
@@ -417,9 +486,28 @@ impl Inner {
                 .remove_file(&path)
                 .map_err(|e| Error::io("delete segment", &path, e))?;
         }
+        // The segment's name must be durably gone before its file is reused.
         storage
-            .sync_dir(dir)
-            .map_err(|e| Error::io("sync directory", dir, e))?;
+            .sync_dir(&group)
+            .map_err(|e| Error::io("sync directory", &group, e))?;
+        // A group retention emptied is removed (the next open removes it if
+        // this does not happen or is lost).
+        let emptied = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .next()
+            .is_none_or(|first| layout::group_dir_of(&first.path) != group);
+        if emptied {
+            storage
+                .remove_dir(&group)
+                .map_err(|e| Error::io("remove empty segment group", &group, e))?;
+            storage
+                .sync_dir(dir)
+                .map_err(|e| Error::io("sync directory", dir, e))?;
+        }
         if let Some(tmp) = kept {
             lock(&self.shared.spare_pool).push(tmp);
         }
@@ -434,6 +522,7 @@ impl Inner {
         }
         let _guard = lock(&self.retention_lock);
         loop {
+            self.shared.list_first_group()?;
             let (oldest, second) = {
                 let segs = self
                     .shared
@@ -725,7 +814,7 @@ impl Log {
         let shared = &self.inner.shared;
         let mut offset = from.max(self.first_offset());
         loop {
-            let Some((seg, limit)) = shared.locate(offset) else {
+            let Some((seg, limit)) = shared.locate(offset)? else {
                 return Ok(offset);
             };
             let open = shared.open(&seg)?;
@@ -897,7 +986,7 @@ impl Log {
     /// fail like a read: an error names the segment whose header is bad.
     pub fn segments(&self) -> Result<Vec<SegmentInfo>> {
         let shared = &self.inner.shared;
-        let list = shared.segment_list();
+        let list = shared.segment_list()?;
         let end = self.end();
         let mut out = Vec::with_capacity(list.len());
         for (i, s) in list.iter().enumerate() {
@@ -936,7 +1025,7 @@ fn refuse_foreign_directory(storage: &dyn Storage, dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("list", dir, e))?;
     // A log of an older format is reported as such (before the lock file
     // is created: nothing is changed), never taken for foreign files.
-    recovery::refuse_format1_names(storage, dir, &listing)?;
+    recovery::refuse_old_formats(storage, dir, &listing)?;
     recovery::refuse_foreign(dir, &listing)
 }
 
@@ -953,10 +1042,15 @@ fn open_end_hint(
     Some(f)
 }
 
+/// Creates the first group directory and the first segment in it.
 fn create_first_segment(storage: &dyn Storage, dir: &Path, size: u64) -> Result<SegmentMeta> {
+    let group = Group::new(dir, 0, 0);
+    storage
+        .create_dir_all(&group.path)
+        .map_err(|e| Error::io("create directory", &group.path, e))?;
     let spare = segment::prepare_spare(storage, dir, size, None, &AtomicBool::new(false))
         .map_err(|e| Error::io("create segment in", dir, e))?;
-    let path = dir.join(names::segment_file_name(0, 0));
+    let path = group.segment_path(0, 0);
     let meta = SegmentMeta {
         base: 0,
         seq: 0,
@@ -973,9 +1067,11 @@ fn create_first_segment(storage: &dyn Storage, dir: &Path, size: u64) -> Result<
         let _ = storage.remove_file(&spare.path);
         return Err(Error::io("create first segment", &path, e));
     }
-    storage
-        .sync_dir(dir)
-        .map_err(|e| Error::io("sync directory", dir, e))?;
+    for d in [&group.path, dir] {
+        storage
+            .sync_dir(d)
+            .map_err(|e| Error::io("sync directory", d, e))?;
+    }
     Ok(meta)
 }
 
@@ -1013,7 +1109,7 @@ impl Iter {
         let reusable = matches!(&self.cur, Some(c) if offset < c.limit);
         if !reusable {
             // Entering a segment (or the durable end moved): position anew.
-            let Some((seg, limit)) = self.shared.locate(offset) else {
+            let Some((seg, limit)) = self.shared.locate(offset)? else {
                 return Ok(None);
             };
             let same = matches!(&self.cur, Some(c) if Arc::ptr_eq(&c.seg, &seg));

@@ -77,6 +77,38 @@ pub fn parse_segment_file_name(name: &str) -> Option<(u64, u64)> {
     Some((parse_digits(base)?, parse_digits(seq)?))
 }
 
+/// How many consecutive segments share one group directory: segment
+/// number `seq` lives in group `seq / SEGMENTS_PER_GROUP`.
+pub const SEGMENTS_PER_GROUP: u64 = 64;
+
+/// Suffix of segment group directories.
+pub const GROUP_SUFFIX: &str = ".group";
+
+/// The group (directory) number of segment number `seq`.
+pub fn group_of(seq: u64) -> u64 {
+    seq / SEGMENTS_PER_GROUP
+}
+
+/// The name of the directory holding the segments of group `group`, whose
+/// first segment placed in it had base offset `base`:
+/// `{base:020}-{group:020}.group`. The base is in the name so that opening
+/// a log knows where every group starts without listing it; the group
+/// number, so that a missing group is found from the names alone.
+pub fn group_dir_name(base: u64, group: u64) -> String {
+    format!(
+        "{base:0width$}-{group:0width$}{GROUP_SUFFIX}",
+        width = SEGMENT_NAME_DIGITS
+    )
+}
+
+/// Parses a group directory name back into its base offset and group
+/// number. Only the exact form [`group_dir_name`] makes is accepted.
+pub fn parse_group_dir_name(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(GROUP_SUFFIX)?;
+    let (base, group) = stem.split_once('-')?;
+    Some((parse_digits(base)?, parse_digits(group)?))
+}
+
 /// Parses a segment file name of format version 1, `{base:020}.seg`, which
 /// lacked the sequence number. Such files are never used: they are only
 /// recognised so that opening an old log reports the format version
@@ -115,6 +147,26 @@ pub fn validate_client_name(name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_names_round_trip_and_refuse_other_forms() {
+        let a = group_dir_name(640, 1);
+        assert_eq!(a, "00000000000000000640-00000000000000000001.group");
+        assert_eq!(parse_group_dir_name(&a), Some((640, 1)));
+        assert!(group_dir_name(9, 0) < group_dir_name(10, 1));
+        assert_eq!(parse_group_dir_name(&segment_file_name(640, 1)), None);
+        assert_eq!(parse_segment_file_name(&a), None);
+        for bad in [
+            "640-1.group",
+            "00000000000000000640-00000000000000000001.grp",
+            "00000000000000000640_00000000000000000001.group",
+            "99999999999999999999-00000000000000000001.group",
+        ] {
+            assert_eq!(parse_group_dir_name(bad), None, "{bad}");
+        }
+        assert_eq!(group_of(63), 0);
+        assert_eq!(group_of(64), 1);
+    }
 
     #[test]
     fn segment_names_sort_and_round_trip() {

@@ -41,7 +41,7 @@ pub const SEGMENT_HEADER_LEN: usize = 64;
 /// The first eight bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"\x89DURQ\r\n\x1a";
 /// The segment format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Where the checksummed span of a record starts (after magic and crc).
 pub const CRC_SPAN_START: usize = 8;

@@ -35,6 +35,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::layout::{self, Group};
 use crate::names;
 use crate::record::{
     self, BadSegmentHeader, Invalid, RECORD_ALIGN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
@@ -384,26 +385,32 @@ pub(crate) fn check_segment_header(
     })
 }
 
-/// Refuses a directory holding a segment file named as format version 1
-/// did (`{base:020}.seg`, without the sequence number): durq cannot read
-/// such a log. The error is [`Error::UnsupportedVersion`] when the file's
-/// header says version 1 (as every such file durq wrote does), the header's
-/// own error if it is not a segment header, and [`Error::Corrupt`] if it
-/// somehow is a current header under an old name. Reads only the headers of
-/// such files; changes nothing.
-pub(crate) fn refuse_format1_names(
+/// Refuses a directory holding segment files of an older format, before
+/// anything is changed: a file named as format version 1 did
+/// (`{base:020}.seg`, without the sequence number), or a segment file
+/// directly in the log directory, as format version 2 kept them (this
+/// version keeps them in group directories). The error is
+/// [`Error::UnsupportedVersion`] when the file's header says an older
+/// version (as every such file durq wrote does), the header's own error if
+/// it is not a segment header, and [`Error::Corrupt`] if it somehow is a
+/// current header in the wrong place. Reads only the headers of such
+/// files; changes nothing.
+pub(crate) fn refuse_old_formats(
     storage: &dyn Storage,
     dir: &Path,
     listing: &[String],
 ) -> Result<()> {
     let mut old: Vec<&String> = listing
         .iter()
-        .filter(|n| names::parse_format1_segment_file_name(n).is_some())
+        .filter(|n| {
+            names::parse_format1_segment_file_name(n).is_some()
+                || names::parse_segment_file_name(n).is_some()
+        })
         .collect();
     old.sort();
     match old.first() {
         None => Ok(()),
-        Some(name) => Err(format1_error(storage, &dir.join(name))),
+        Some(name) => Err(old_format_error(storage, &dir.join(name))),
     }
 }
 
@@ -418,14 +425,29 @@ fn read_header(file: &dyn StorageFile, path: &Path) -> Result<(SegmentHeader, u6
     Ok((h, len))
 }
 
-/// Why the format-1-named segment file at `path` cannot be used.
-pub(crate) fn format1_error(storage: &dyn Storage, path: &Path) -> Error {
+/// Why the segment file at `path`, named or placed as an older format
+/// did, cannot be used.
+pub(crate) fn old_format_error(storage: &dyn Storage, path: &Path) -> Error {
     let header = storage
         .open_file(path, OpenMode::Read)
         .map_err(|e| Error::io("open segment", path, e))
         .and_then(|file| read_header(&*file, path));
+    let flat = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| names::parse_segment_file_name(n).is_some());
     match header {
         Err(e) => e,
+        Ok((h, _)) if flat => Error::corrupt(
+            path,
+            0,
+            format!(
+                "segment file of the current format (base offset {}, segment number {}) lies \
+                 directly in the log directory; this version keeps segments in group \
+                 directories (BASE-GROUP.group/BASE-SEQ.seg)",
+                h.base_offset, h.seq
+            ),
+        ),
         Ok((h, _)) => Error::corrupt(
             path,
             0,
@@ -445,7 +467,7 @@ pub(crate) fn format1_error(storage: &dyn Storage, path: &Path) -> Error {
 pub(crate) fn refuse_foreign(dir: &Path, listing: &[String]) -> Result<()> {
     if listing
         .iter()
-        .any(|n| names::parse_segment_file_name(n).is_some())
+        .any(|n| names::parse_group_dir_name(n).is_some())
     {
         return Ok(());
     }
@@ -488,12 +510,12 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
         .list_dir(dir)
         .map_err(|e| Error::io("list", dir, e))?;
     // An old-format log is refused before anything is changed.
-    refuse_format1_names(storage, dir, &names_in_dir)?;
-    let mut listed = Vec::new();
+    refuse_old_formats(storage, dir, &names_in_dir)?;
+    let mut groups = Vec::new();
     let mut temps = Vec::new();
     for name in names_in_dir.iter().map(String::as_str) {
-        if let Some((base, seq)) = names::parse_segment_file_name(name) {
-            listed.push((base, seq, dir.join(name)));
+        if let Some((base, number)) = names::parse_group_dir_name(name) {
+            groups.push(Group::new(dir, base, number));
         } else if name.ends_with(names::TEMP_SUFFIX) {
             temps.push(dir.join(name));
         } else if name != names::LOCK_FILE
@@ -503,68 +525,146 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
             report.unknown_files.push(dir.join(name));
         }
     }
-    listed.sort_unstable();
+    groups.sort_unstable();
     temps.sort();
+    // The groups must be contiguous (from their names alone).
+    layout::check_group_sequence(dir, &groups)?;
+
+    // Only the first and the last group holding a segment are listed.
+    // Groups holding none before the first or after the last are the
+    // remains of an interrupted retention step or rollover: removed.
+    let mut empty_groups = Vec::new();
+    let mut first_idx = None;
+    let mut first_listing = None;
+    for (i, g) in groups.iter().enumerate() {
+        let listing = layout::list_group(storage, g)?;
+        if listing.segments.is_empty() {
+            refuse_non_empty(g, &listing)?;
+            empty_groups.push(g.path.clone());
+            continue;
+        }
+        first_idx = Some(i);
+        first_listing = Some(listing);
+        break;
+    }
+    let mut listed: Vec<(usize, layout::GroupListing)> = Vec::new();
+    if let (Some(first), Some(listing)) = (first_idx, first_listing) {
+        let mut last = groups.len() - 1;
+        let mut last_listing = None;
+        while last > first {
+            let listing = layout::list_group(storage, &groups[last])?;
+            if !listing.segments.is_empty() {
+                last_listing = Some(listing);
+                break;
+            }
+            refuse_non_empty(&groups[last], &listing)?;
+            empty_groups.push(groups[last].path.clone());
+            last -= 1;
+        }
+        listed.push((first, listing));
+        if let Some(l) = last_listing {
+            listed.push((last, l));
+        }
+        groups.truncate(last + 1);
+        groups.drain(..first);
+        for (i, _) in &mut listed {
+            *i -= first;
+        }
+    } else {
+        groups.clear();
+    }
+    for (i, l) in &listed {
+        let g = &groups[*i];
+        layout::check_group(g, &l.segments, *i > 0, *i + 1 < groups.len())?;
+        report.unknown_files.extend(l.others.iter().cloned());
+    }
     report.unknown_files.sort();
 
-    // The segments must be contiguous: sorted by base offset, their
-    // sequence numbers (from the names: no header is read here) go up by
-    // one, so no segment is missing and bases increase with the sequence.
-    for pair in listed.windows(2) {
-        let (prev_base, prev_seq, prev_path) = &pair[0];
-        let (base, seq, path) = &pair[1];
-        if base == prev_base {
-            return Err(Error::corrupt(
-                path,
-                0,
-                format!(
-                    "two segment files have base offset {base}: this one and {}",
-                    prev_path.display()
-                ),
-            ));
-        }
-        if *seq != prev_seq.wrapping_add(1) {
-            return Err(Error::MissingSegment {
-                dir: dir.to_owned(),
-                after: prev_path.clone(),
-                after_base: *prev_base,
-                expected_seq: prev_seq.wrapping_add(1),
-                found: path.clone(),
-                found_seq: *seq,
-            });
-        }
-    }
-
-    // Leftover temp files are unfinished segment creations: nothing durable
-    // refers to them. A directory without any segment is not a log yet:
-    // if it holds someone else's files it is refused here, before anything
-    // is changed; otherwise its temp files are left for the first open of
-    // the log created in it.
+    // Leftover temp files are unfinished segment creations or released
+    // segments: nothing durable refers to them. A directory without any
+    // segment is not a log yet: if it holds someone else's files it is
+    // refused here, before anything is changed; otherwise its temp files
+    // are left for the first open of the log created in it.
     if listed.is_empty() {
         refuse_foreign(dir, &names_in_dir)?;
         temps.clear();
     }
-    if mode == Mode::Repair && !temps.is_empty() {
+    if mode == Mode::Repair && !(temps.is_empty() && empty_groups.is_empty()) {
         for t in &temps {
             storage
                 .remove_file(t)
                 .map_err(|e| Error::io("remove leftover", t, e))?;
+        }
+        for g in &empty_groups {
+            storage
+                .remove_dir(g)
+                .map_err(|e| Error::io("remove empty segment group", g, e))?;
         }
         storage
             .sync_dir(dir)
             .map_err(|e| Error::io("sync directory", dir, e))?;
     }
     report.removed_temp_files = temps;
+    report.removed_temp_files.extend(empty_groups);
 
-    report.segments = listed.len();
-    let Some((last_base, last_seq, last_path)) = listed.pop() else {
+    // The table: the listed groups' segments, and one placeholder for each
+    // group between them.
+    let mut table: Vec<Slot> = Vec::new();
+    let mut listed_iter = listed.into_iter().peekable();
+    for (i, g) in groups.iter().enumerate() {
+        match listed_iter.next_if(|(j, _)| *j == i) {
+            Some((_, l)) => table.extend(l.segments.into_iter().map(Slot::Listed)),
+            None => table.push(Slot::Unlisted(g.clone())),
+        }
+    }
+    report.segments = table
+        .iter()
+        .map(|s| match s {
+            Slot::Listed(_) => 1,
+            Slot::Unlisted(_) => names::SEGMENTS_PER_GROUP as usize,
+        })
+        .sum();
+    let Some(Slot::Listed((last_base, last_seq, last_path))) = table.pop() else {
         return Ok(Recovered {
             segments: Vec::new(),
             tail_pos: SEGMENT_HEADER_LEN as u64,
             report,
         });
     };
-    report.first_offset = listed.first().map_or(last_base, |l| l.0);
+    // Consecutive listed groups: the last segment of one must start below
+    // the next one's first.
+    let mut prev_base: Option<(u64, &PathBuf)> = None;
+    for s in table.iter() {
+        let (base, path) = match s {
+            Slot::Listed((b, _, p)) => (*b, p),
+            Slot::Unlisted(g) => (g.base, &g.path),
+        };
+        if let Some((pb, _)) = prev_base
+            && base <= pb
+        {
+            return Err(Error::corrupt(
+                path,
+                0,
+                format!("starts at offset {base}, not after the segment before it ({pb})"),
+            ));
+        }
+        prev_base = Some((base, path));
+    }
+    if let Some((pb, _)) = prev_base
+        && last_base <= pb
+    {
+        return Err(Error::corrupt(
+            &last_path,
+            0,
+            format!("starts at offset {last_base}, not after the segment before it ({pb})"),
+        ));
+    }
+    report.first_offset = match table.first() {
+        Some(Slot::Listed((b, _, _))) => *b,
+        Some(Slot::Unlisted(g)) => g.base,
+        None => last_base,
+    };
+    let mut listed: Vec<Slot> = table;
     // Only the last segment's header is read here; sealed segments' headers
     // are checked when a reader first opens them.
     let last = read_segment_meta(storage, &last_path, last_base, last_seq)?;
@@ -601,7 +701,16 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
     // exactly where the last one begins.
     let mut prev_checked = None;
     if scan.end_offset == last.base
-        && let Some((prev_base, prev_seq, prev_path)) = listed.last()
+        && let Some(Slot::Unlisted(g)) = listed.last()
+    {
+        // Its predecessor is in a group not listed yet: list it now.
+        let g = g.clone();
+        listed.pop();
+        let segs = layout::list_middle_group(storage, &g, last_base)?;
+        listed.extend(segs.into_iter().map(Slot::Listed));
+    }
+    if scan.end_offset == last.base
+        && let Some(Slot::Listed((prev_base, prev_seq, prev_path))) = listed.last()
     {
         let prev = read_segment_meta(storage, prev_path, *prev_base, *prev_seq)?;
         let pbytes = read_whole(storage, &prev.path)?;
@@ -633,6 +742,10 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
         // Make them durable before anything is shown to readers or appended
         // after them, so that a power loss now cannot take them away.
         sync_file(storage, &last.path)?;
+        let group = layout::group_dir_of(&last.path);
+        storage
+            .sync_dir(group)
+            .map_err(|e| Error::io("sync directory", group, e))?;
         storage
             .sync_dir(dir)
             .map_err(|e| Error::io("sync directory", dir, e))?;
@@ -640,7 +753,10 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
     report.end_offset = scan.end_offset;
     let mut segments: Vec<Segment> = listed
         .into_iter()
-        .map(|(base, seq, path)| Segment::unchecked(base, seq, path))
+        .map(|slot| match slot {
+            Slot::Listed((base, seq, path)) => Segment::unchecked(base, seq, path),
+            Slot::Unlisted(g) => Segment::unlisted_group(g),
+        })
         .collect();
     if let Some(prev) = prev_checked
         && let Some(slot) = segments.last_mut()
@@ -653,6 +769,31 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
         tail_pos: scan.end_pos,
         report,
     })
+}
+
+/// One entry of the segment table recovery builds.
+enum Slot {
+    /// A segment file found by listing its group.
+    Listed(layout::Listed),
+    /// A group between the first and the last, not listed.
+    Unlisted(Group),
+}
+
+/// Refuses a group directory that holds no segment but other files: it
+/// is not the empty remains of a rollover or retention step, and is not
+/// removed.
+fn refuse_non_empty(group: &Group, listing: &layout::GroupListing) -> Result<()> {
+    match listing.others.first() {
+        None => Ok(()),
+        Some(other) => Err(Error::corrupt(
+            other,
+            0,
+            format!(
+                "segment group {} holds no segment file but this one, which durq did not make",
+                group.path.display()
+            ),
+        )),
+    }
 }
 
 /// `fdatasync`s a file.

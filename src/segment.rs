@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use crate::error::{Error, Result};
+use crate::layout::Group;
 use crate::names;
 use crate::record::{self, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::storage::{Mapping, OpenMode, Storage, StorageFile};
@@ -308,6 +309,11 @@ pub(crate) struct Segment {
     pub base: u64,
     pub seq: u64,
     pub path: PathBuf,
+    /// Set for a placeholder that stands for a whole group directory not
+    /// listed yet (its `base` and `seq` are the group's first segment's);
+    /// the segment table lists the group and replaces the placeholder by
+    /// its segments before anything reads from it.
+    pub unlisted: Option<Group>,
     meta: OnceLock<SegmentMeta>,
     handle: Mutex<Option<Arc<OpenSegment>>>,
     /// Every memory map made of the file, weakly: a map outlives its handle
@@ -324,10 +330,19 @@ impl Segment {
             base,
             seq,
             path,
+            unlisted: None,
             meta: OnceLock::new(),
             handle: Mutex::new(None),
             maps: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A placeholder for the group directory `group`, not listed yet.
+    pub(crate) fn unlisted_group(group: Group) -> Segment {
+        let seq = group.first_seq();
+        let mut s = Segment::unchecked(group.base, seq, group.segment_path(group.base, seq));
+        s.unlisted = Some(group);
+        s
     }
 
     /// A segment whose header is already known good (the writer created it,
@@ -337,6 +352,7 @@ impl Segment {
             base: meta.base,
             seq: meta.seq,
             path: meta.path.clone(),
+            unlisted: None,
             meta: OnceLock::from(meta),
             handle: Mutex::new(None),
             maps: Mutex::new(Vec::new()),

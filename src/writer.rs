@@ -22,6 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::layout::{self, Group};
 use crate::log::Shared;
 use crate::names;
 use crate::record::{self, FLAG_END_OF_WRITE, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
@@ -90,6 +91,8 @@ enum SpareSlot {
 struct LeaderState {
     file: Box<dyn StorageFile>,
     active: SegInfo,
+    /// The active segment's file.
+    active_path: PathBuf,
     tail_pos: u64,
     spare: SpareSlot,
 }
@@ -162,6 +165,7 @@ impl Writer {
             leader: Mutex::new(LeaderState {
                 file,
                 active: info,
+                active_path: active.path.clone(),
                 tail_pos,
                 spare: SpareSlot::Empty,
             }),
@@ -451,7 +455,7 @@ impl Writer {
                 FLAG_END_OF_WRITE,
                 &chunk.last_hasher,
             );
-            let path = self.segment_path(chunk.seg.base, chunk.seg.seq);
+            let path = &leader.active_path;
             let written = leader
                 .file
                 .write_at(&chunk.buf, chunk.pos)
@@ -497,10 +501,6 @@ impl Writer {
         Ok(())
     }
 
-    fn segment_path(&self, base: u64, seq: u64) -> PathBuf {
-        self.shared.dir.join(names::segment_file_name(base, seq))
-    }
-
     /// Makes `seg` the active segment: header into a spare, sync, rename,
     /// sync the directory, then register it for readers.
     fn roll(&self, leader: &mut LeaderState, seg: SegInfo) -> std::result::Result<(), Failure> {
@@ -512,9 +512,18 @@ impl Writer {
                 dir.display()
             ))
         })?;
-        // An empty active segment replaced in place keeps its base and
-        // sequence number, hence its name: the rename replaces it atomically.
-        let path = self.segment_path(seg.base, seg.seq);
+        // The segment goes into the active one's group directory, or into a
+        // new group when its number starts one. An empty active segment
+        // replaced in place keeps its base and sequence number, hence its
+        // name (and group): the rename replaces it atomically.
+        let (group_dir, new_group) =
+            if names::group_of(seg.seq) == names::group_of(leader.active.seq) {
+                (layout::group_dir_of(&leader.active_path).to_owned(), false)
+            } else {
+                let g = Group::new(dir, seg.base, names::group_of(seg.seq));
+                (g.path, true)
+            };
+        let path = group_dir.join(names::segment_file_name(seg.base, seg.seq));
         let meta = SegmentMeta {
             base: seg.base,
             seq: seg.seq,
@@ -522,11 +531,23 @@ impl Writer {
             size: seg.size,
             path: path.clone(),
         };
-        let prepared = spare
-            .file
-            .write_at(&meta.header().encode(), 0)
-            .and_then(|()| spare.file.sync_data())
-            .and_then(|()| storage.rename(&spare.path, &path));
+        let made_group = if new_group {
+            storage.create_dir_all(&group_dir)
+        } else {
+            Ok(false)
+        };
+        let prepared = made_group.and_then(|made| {
+            spare
+                .file
+                .write_at(&meta.header().encode(), 0)
+                .and_then(|()| spare.file.sync_data())
+                .and_then(|()| storage.rename(&spare.path, &path))
+                .inspect_err(|_| {
+                    if made {
+                        let _ = storage.remove_dir(&group_dir);
+                    }
+                })
+        });
         if let Err(e) = prepared {
             let Spare { path: tmp, file } = spare;
             drop(file);
@@ -536,12 +557,23 @@ impl Writer {
                 path.display()
             )));
         }
-        storage.sync_dir(dir).map_err(|e| {
-            Failure::Poison(format!("fsync of directory {} failed: {e}", dir.display()))
-        })?;
+        // The segment's entry in its group, then (for a new group) the
+        // group's entry in the log directory. Until both are durable the
+        // new segment may vanish on power loss, which loses nothing: no
+        // record in it has been acknowledged.
+        let mut to_sync = vec![group_dir.as_path()];
+        if new_group {
+            to_sync.push(dir);
+        }
+        for d in to_sync {
+            storage.sync_dir(d).map_err(|e| {
+                Failure::Poison(format!("fsync of directory {} failed: {e}", d.display()))
+            })?;
+        }
         self.shared.add_segment(Arc::new(Segment::checked(meta)));
         leader.file = spare.file;
         leader.active = seg;
+        leader.active_path = path;
         leader.tail_pos = SEGMENT_HEADER_LEN as u64;
         Ok(())
     }
