@@ -434,6 +434,69 @@ fn crash_at_every_point_of_retention_deleting_acked_segments() {
     assert!(ops >= 10, "saw {ops} operations");
 }
 
+/// Appends `n` records of 1,000 bytes in batches of 12: three fit in a
+/// 4 KiB segment, so 192 records fill the 64 segments of group 0.
+fn fill(steps: &mut Vec<Step>, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(12) {
+        steps.push(Step::Batch(vec![Size::Exact(1000); chunk.len()]));
+    }
+}
+
+#[test]
+fn crash_at_every_point_of_a_rollover_that_starts_a_new_group() {
+    // 192 records fill segments 0 to 63 (group 0); the next append rolls
+    // over into segment 64, the first of group 1: make the group's
+    // directory, move the spare into it, sync the group and the log
+    // directory.
+    let (syncs, ops, _) = every_crash_point("rollover into a new group", |arm, loss, seed| {
+        let mut steps = vec![Step::Register(0)];
+        fill(&mut steps, 192);
+        steps.push(Step::AckUntil(0, 100));
+        steps.push(Step::Arm(arm));
+        steps.push(Step::Append(Size::Exact(1000)));
+        steps.push(Step::Append(Size::Exact(1000)));
+        steps.push(Step::Next(0));
+        one_round(
+            4096,
+            crash_runner::RetentionKind::KeepAll,
+            steps,
+            loss,
+            seed,
+        )
+    });
+    assert!(
+        syncs >= 4 && ops >= 8,
+        "rollover into a new group, saw {syncs} syncs, {ops} operations"
+    );
+}
+
+#[test]
+fn crash_at_every_point_of_retention_emptying_a_group() {
+    // 198 records fill segments 0 to 65 (group 0 and two of group 1).
+    // Client 1's acknowledgement up to 186 deletes segments 0 to 61; then,
+    // armed, the one up to 196 deletes 62 and 63 (emptying group 0, whose
+    // directory is removed) and 64.
+    let (_, ops, _) = every_crash_point("retention emptying a group", |arm, loss, seed| {
+        let mut steps = vec![Step::Register(0), Step::Register(1)];
+        fill(&mut steps, 198);
+        steps.push(Step::AckUntil(0, 198));
+        steps.push(Step::AckUntil(1, 186));
+        steps.push(Step::Arm(arm));
+        steps.push(Step::AckUntil(1, 196));
+        steps.push(Step::Append(Size::Exact(100)));
+        steps.push(Step::Next(1));
+        one_round(
+            4096,
+            crash_runner::RetentionKind::AckedByAll,
+            steps,
+            loss,
+            seed,
+        )
+    });
+    // Journal write + sync, three unlinks + group syncs, rmdir + sync.
+    assert!(ops >= 10, "saw {ops} operations");
+}
+
 #[test]
 fn crash_at_every_point_of_retention_by_size() {
     // A bound of two segments: the append that creates the third one

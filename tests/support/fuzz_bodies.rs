@@ -398,15 +398,19 @@ fn offset_like(u: &mut Unstructured<'_>) -> u64 {
     }
 }
 
-/// The sequence number of the log's last segment, from its file name.
-/// The sequence number of the log's last segment, from the directory
-/// listing (`Log::segments` reads every sealed segment's header and fails on
-/// a damaged one, which says nothing about the last segment's number).
+/// The sequence number of the log's last segment, from the listings of
+/// the groups (`Log::segments` reads every sealed segment's header and
+/// fails on a damaged one, which says nothing about the last segment's
+/// number).
 fn last_seq(disk: &SimDisk) -> u64 {
-    durq::storage::Storage::list_dir(disk, std::path::Path::new(DIR))
+    use durq::storage::Storage;
+    let dir = std::path::Path::new(DIR);
+    disk.list_dir(dir)
         .unwrap_or_default()
         .iter()
-        .filter_map(|n| names::parse_segment_file_name(n))
+        .filter(|n| names::parse_group_dir_name(n).is_some())
+        .flat_map(|g| disk.list_dir(&dir.join(g)).unwrap_or_default())
+        .filter_map(|n| names::parse_segment_file_name(&n))
         .map(|(_, seq)| seq)
         .max()
         .unwrap_or(0)
@@ -429,8 +433,31 @@ fn client_name(u: &mut Unstructured<'_>) -> String {
     }
 }
 
-fn seg_path(base: u64, seq: u64) -> String {
-    format!("{DIR}/{}", names::segment_file_name(base, seq))
+/// The path of segment `base`/`seq` in the group whose name says `gbase`.
+fn seg_path(gbase: u64, base: u64, seq: u64) -> String {
+    format!(
+        "{}/{}",
+        group_path(gbase, names::group_of(seq)),
+        names::segment_file_name(base, seq)
+    )
+}
+
+fn group_path(gbase: u64, group: u64) -> String {
+    format!("{DIR}/{}", names::group_dir_name(gbase, group))
+}
+
+/// The base offset a group's name gives for a segment placed at `base`:
+/// its own base when it starts the group, otherwise (retention removed the
+/// group's first segments) usually something below it, sometimes anything.
+fn group_base(u: &mut Unstructured<'_>, base: u64, seq: u64) -> u64 {
+    if seq % names::SEGMENTS_PER_GROUP == 0 && u.ratio(15, 16).unwrap_or(true) {
+        return base;
+    }
+    match small(u, 7) {
+        0 => offset_like(u),
+        1 => base,
+        _ => base.saturating_sub(small(u, 100)),
+    }
 }
 
 fn client_path(name: &str, suffix: &str) -> String {
@@ -569,17 +596,24 @@ fn build_dir(u: &mut Unstructured<'_>, disk: &SimDisk) {
                 } else {
                     offset_like(u)
                 };
+                let mut gbase = None;
                 for i in 0..n {
                     let size = segment_size(u);
                     let salt: u64 = u.arbitrary().unwrap_or(1);
-                    let mut buf = segment_bytes(base, seq0.wrapping_add(i), salt, size);
+                    let seq = seq0.wrapping_add(i);
+                    let g = match gbase {
+                        Some(g) if seq % names::SEGMENTS_PER_GROUP != 0 => g,
+                        _ => group_base(u, base, seq),
+                    };
+                    gbase = Some(g);
+                    let mut buf = segment_bytes(base, seq, salt, size);
                     let count = add_records(u, &mut buf, size, salt, base, 40);
                     let next = base.saturating_add(count);
                     if i + 1 == n && u.ratio(1, 3).unwrap_or(false) {
                         add_torn_tail(u, &mut buf, size, salt, next);
                     }
                     buf.resize(size, 0);
-                    files.insert(seg_path(base, seq0.wrapping_add(i)), buf);
+                    files.insert(seg_path(g, base, seq), buf);
                     base = next;
                 }
                 chain_end = base;
@@ -603,7 +637,18 @@ fn build_dir(u: &mut Unstructured<'_>, disk: &SimDisk) {
                 let mut buf = segment_bytes(base, seq, salt, size);
                 add_records(u, &mut buf, size, salt, base, 20);
                 buf.resize(size, 0);
-                files.insert(seg_path(name_base, name_seq), buf);
+                let gbase = group_base(u, name_base, name_seq);
+                let path = if u.ratio(15, 16).unwrap_or(true) {
+                    seg_path(gbase, name_base, name_seq)
+                } else {
+                    // In a group its number does not belong to.
+                    format!(
+                        "{}/{}",
+                        group_path(gbase, offset_like(u)),
+                        names::segment_file_name(name_base, name_seq)
+                    )
+                };
+                files.insert(path, buf);
             }
             // A cursor snapshot.
             4 | 5 => {
@@ -657,7 +702,7 @@ fn build_dir(u: &mut Unstructured<'_>, disk: &SimDisk) {
             }
             // Junk files.
             7 => {
-                let name = match small(u, 9) {
+                let name = match small(u, 11) {
                     0 => names::END_HINT_FILE.to_owned(),
                     1 => names::LOCK_FILE.to_owned(),
                     2 => "junk".to_owned(),
@@ -676,6 +721,17 @@ fn build_dir(u: &mut Unstructured<'_>, disk: &SimDisk) {
                     6 => names::segment_file_name(offset_like(u), small(u, 3)),
                     7 => format!("{}/{}.cursor.7", names::CLIENTS_DIR, client_name(u)),
                     8 => format!("{}{}", names::segment_file_name(0, 0), names::TEMP_SUFFIX),
+                    // Something else in a group directory.
+                    9 => format!(
+                        "{}/{}",
+                        names::group_dir_name(offset_like(u), small(u, 3)),
+                        match small(u, 2) {
+                            0 => "junk".to_owned(),
+                            1 => format!("spare-1-0{}", names::TEMP_SUFFIX),
+                            _ => format!("{:020}{}", offset_like(u), names::SEGMENT_SUFFIX),
+                        }
+                    ),
+                    10 => names::group_dir_name(offset_like(u), small(u, 3)),
                     _ => client_name(u),
                 };
                 let len = small(u, 300) as usize;
@@ -724,7 +780,7 @@ fn build_dir(u: &mut Unstructured<'_>, disk: &SimDisk) {
     }
     if u.ratio(1, 16).unwrap_or(false) {
         // A directory where a segment file belongs.
-        let _ = disk.put_file(format!("{}/inner", seg_path(small(u, 3), 0)), b"x");
+        let _ = disk.put_file(format!("{}/inner", seg_path(0, small(u, 3), 0)), b"x");
     }
 }
 
@@ -800,8 +856,12 @@ fn exercise(u: &mut Unstructured<'_>, disk: &SimDisk, opts: &Options, size_bound
             }
         }
         Err(e) => {
+            // It names a segment file or a group directory.
             let msg = e.to_string();
-            assert!(msg.contains(names::SEGMENT_SUFFIX), "{msg}");
+            assert!(
+                msg.contains(names::SEGMENT_SUFFIX) || msg.contains(names::GROUP_SUFFIX),
+                "{msg}"
+            );
         }
     }
 
