@@ -13,6 +13,10 @@ use durq::record::{self, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use durq::storage::{FsStorage, LockGuard, Mapping, OpenMode, Storage, StorageFile};
 use durq::{Error, Log, Options};
 
+#[path = "support/layout.rs"]
+mod layout;
+use layout::{base_of, segment_files};
+
 fn small(seg: u64) -> Options {
     Options::new().segment_size(seg)
 }
@@ -20,22 +24,6 @@ fn small(seg: u64) -> Options {
 fn payload(i: u64) -> Vec<u8> {
     let len = (i * 37 % 300) as usize;
     (0..len).map(|j| (i as usize * 7 + j) as u8).collect()
-}
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    v.sort();
-    v
-}
-
-/// The base offset in a segment file's name (`BASE-SEQ.seg`).
-fn base_of(seg: &Path) -> u64 {
-    let name = seg.file_name().unwrap().to_str().unwrap();
-    durq::names::parse_segment_file_name(name).unwrap().0
 }
 
 /// Byte position of record `k` (0-based within the segment) given the
@@ -1054,9 +1042,8 @@ fn two_segment_files_with_one_base_are_corrupt() {
     let last = segs.last().unwrap();
     let (base, seq) =
         durq::names::parse_segment_file_name(last.file_name().unwrap().to_str().unwrap()).unwrap();
-    let twin = tmp
-        .path()
-        .join(durq::names::segment_file_name(base, seq + 1));
+    // In the same group, as the next segment of the group would be named.
+    let twin = layout::group_of_file(last).join(durq::names::segment_file_name(base, seq + 1));
     fs::copy(last, &twin).unwrap();
     let err = small(4096).open(tmp.path()).unwrap_err();
     assert!(
@@ -1070,8 +1057,11 @@ fn two_segment_files_with_one_base_are_corrupt() {
 fn last_segment_named_file_that_is_not_durq_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     drop(Log::open(tmp.path()).unwrap());
-    // Named as the next segment would be: the last one, whose header open reads.
-    let fake = tmp.path().join(durq::names::segment_file_name(100, 1));
+    // Named as the next segment would be, in its group: the last one, whose
+    // header open reads.
+    let fake = layout::group(tmp.path(), 0)
+        .path
+        .join(durq::names::segment_file_name(100, 1));
     fs::write(&fake, b"this is not a segment").unwrap();
     let err = Log::open(tmp.path()).unwrap_err();
     assert!(
@@ -1364,9 +1354,17 @@ fn a_segment_with_the_last_sequence_number_refuses_to_roll_over() {
     let mut header = durq::record::SegmentHeader::decode(&bytes).unwrap();
     header.seq = last_seq;
     bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+    // It lives in its own group (number `last_seq / 64`), the log's only
+    // one, named after base offset 0.
     fs::remove_file(only).unwrap();
+    fs::remove_dir(layout::group_of_file(only)).unwrap();
+    let group = tmp.path().join(durq::names::group_dir_name(
+        0,
+        durq::names::group_of(last_seq),
+    ));
+    fs::create_dir(&group).unwrap();
     fs::write(
-        tmp.path().join(durq::names::segment_file_name(0, last_seq)),
+        group.join(durq::names::segment_file_name(0, last_seq)),
         &bytes,
     )
     .unwrap();
@@ -1393,5 +1391,781 @@ fn a_segment_with_the_last_sequence_number_refuses_to_roll_over() {
     assert_eq!(log.end(), acked.len() as u64);
     for (off, p) in &acked {
         assert_eq!(log.read(*off).unwrap().as_deref(), Some(&p[..]));
+    }
+}
+
+// ---- the grouped layout (format 3): segments in group directories of 64 ----
+
+/// A payload this large leaves no room for a second record in a
+/// [`durq::MIN_SEGMENT_SIZE`] segment: record `i` is alone in segment `i`,
+/// whose base offset is `i`.
+fn one_per_segment(i: u64) -> Vec<u8> {
+    let mut v = vec![i as u8 | 1; 2000];
+    v[..8].copy_from_slice(&i.to_le_bytes());
+    v
+}
+
+fn grouped_opts() -> Options {
+    small(durq::MIN_SEGMENT_SIZE)
+}
+
+/// A log in `dir` of exactly `n` segments, segment `i` holding record `i`
+/// alone; returns its segment files, oldest first.
+fn grouped_log(dir: &Path, n: u64) -> Vec<PathBuf> {
+    let log = grouped_opts().open(dir).unwrap();
+    assert_eq!(log.append_batch((0..n).map(one_per_segment)).unwrap(), 0..n);
+    drop(log);
+    let segs = segment_files(dir);
+    assert_eq!(segs.len() as u64, n, "one record per segment");
+    for (i, s) in segs.iter().enumerate() {
+        assert_eq!(layout::parse(s), (i as u64, i as u64));
+    }
+    segs
+}
+
+/// Every record of `grouped_log` in `[from, to)` reads back.
+fn assert_readable(log: &Log, from: u64, to: u64) {
+    for i in from..to {
+        assert_eq!(
+            log.read(i).unwrap().as_deref(),
+            Some(&one_per_segment(i)[..]),
+            "record {i}"
+        );
+    }
+}
+
+/// Copies the directory tree `from` to `to` (which must not exist).
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &dest);
+        } else {
+            fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn two_hundred_segments_fill_groups_of_64_and_reopen_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let segs = grouped_log(dir, 200);
+    let groups = layout::groups(dir);
+    assert_eq!(
+        groups.iter().map(|g| g.number).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    for g in &groups {
+        // Named after its first segment's base offset (here = its number).
+        let first_seq = g.number * 64;
+        assert_eq!(
+            g.path.file_name().unwrap().to_str().unwrap(),
+            durq::names::group_dir_name(first_seq, g.number)
+        );
+        let inside = layout::segments_in(&g.path);
+        let want = if g.number < 3 { 64 } else { 200 - 192 };
+        assert_eq!(inside.len(), want, "group {}", g.number);
+        for (k, s) in inside.iter().enumerate() {
+            let seq = first_seq + k as u64;
+            assert_eq!(layout::parse(s), (seq, seq));
+            assert_eq!(durq::names::group_of(seq), g.number);
+        }
+        // Nothing else in a group.
+        assert_eq!(layout::entries(&g.path).len(), want, "group {}", g.number);
+    }
+    // No segment lies directly in the log directory.
+    assert!(
+        layout::entries(dir)
+            .iter()
+            .all(|n| durq::names::parse_segment_file_name(n).is_none()),
+        "{:?}",
+        layout::entries(dir)
+    );
+
+    let log = grouped_opts().open(dir).unwrap();
+    let report = log.recovery_report();
+    assert_eq!(report.segments, 200);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!((report.first_offset, report.end_offset), (0, 200));
+    assert_eq!((log.first_offset(), log.end()), (0, 200));
+    assert_readable(&log, 0, 200);
+    let listed: Vec<PathBuf> = log
+        .segments()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.path)
+        .collect();
+    assert_eq!(listed, segs);
+    // Appending goes on in the last group.
+    assert_eq!(log.append(one_per_segment(200)).unwrap(), 200);
+    assert_eq!(layout::segments_in(&layout::group(dir, 3).path).len(), 9);
+}
+
+#[test]
+fn the_first_segment_of_a_group_starts_a_new_group_directory_at_rollover() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    grouped_log(dir, 64);
+    assert_eq!(layout::group_numbers(dir), vec![0]);
+    let log = grouped_opts().open(dir).unwrap();
+    assert_eq!(log.append(one_per_segment(64)).unwrap(), 64);
+    // Segment 64 went into group 1, named after its base offset.
+    assert_eq!(layout::group_numbers(dir), vec![0, 1]);
+    assert_eq!(
+        layout::segment_path(dir, 64, 64),
+        dir.join(durq::names::group_dir_name(64, 1))
+            .join(durq::names::segment_file_name(64, 64))
+    );
+    drop(log);
+    let log = grouped_opts().open(dir).unwrap();
+    assert!(
+        log.recovery_report().is_clean(),
+        "{:?}",
+        log.recovery_report()
+    );
+    assert_eq!(log.recovery_report().segments, 65);
+    assert_readable(&log, 0, 65);
+}
+
+/// The real file system, recording every directory listed and every file
+/// opened.
+#[derive(Debug, Clone, Default)]
+struct Counting {
+    listed: Arc<std::sync::Mutex<Vec<PathBuf>>>,
+    opened: Arc<std::sync::Mutex<Vec<PathBuf>>>,
+}
+
+impl Counting {
+    /// How many times `dir` was listed.
+    fn lists_of(&self, dir: &Path) -> usize {
+        self.listed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| *d == dir)
+            .count()
+    }
+
+    /// Which files under `within` were opened.
+    fn opened_under(&self, within: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self
+            .opened
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.starts_with(within))
+            .cloned()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+impl Storage for Counting {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<bool> {
+        FsStorage.create_dir_all(dir)
+    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.listed.lock().unwrap().push(dir.to_owned());
+        FsStorage.list_dir(dir)
+    }
+    fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
+        self.opened.lock().unwrap().push(path.to_owned());
+        FsStorage.open_file(path, mode)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        FsStorage.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        FsStorage.remove_file(path)
+    }
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        FsStorage.remove_dir(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        FsStorage.sync_dir(dir)
+    }
+    fn try_lock(&self, path: &Path) -> io::Result<LockGuard> {
+        FsStorage.try_lock(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        FsStorage.is_dir(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        FsStorage.exists(path)
+    }
+}
+
+#[test]
+fn open_lists_only_the_log_directory_and_the_first_and_last_groups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    grouped_log(dir, 200);
+    let g: Vec<PathBuf> = layout::groups(dir).into_iter().map(|g| g.path).collect();
+    assert_eq!(g.len(), 4);
+    let storage = Counting::default();
+    let log = grouped_opts()
+        .storage(Arc::new(storage.clone()))
+        .open(dir)
+        .unwrap();
+    assert_eq!(log.end(), 200);
+    assert_eq!(log.recovery_report().segments, 200);
+    assert_eq!(storage.lists_of(dir), 1, "{:?}", storage.listed);
+    assert_eq!(storage.lists_of(&g[0]), 1, "{:?}", storage.listed);
+    assert_eq!(storage.lists_of(&g[3]), 1, "{:?}", storage.listed);
+    for middle in &g[1..3] {
+        assert_eq!(storage.lists_of(middle), 0, "{:?}", storage.listed);
+        assert!(storage.opened_under(middle).is_empty());
+    }
+    // No group directory but those was listed (nor anything in them).
+    let all = storage.listed.lock().unwrap().clone();
+    for d in &all {
+        assert!(
+            d == dir || d == &g[0] || d == &g[3] || !d.starts_with(dir) || {
+                d.parent() == Some(dir)
+                    && durq::names::parse_group_dir_name(d.file_name().unwrap().to_str().unwrap())
+                        .is_none()
+            },
+            "open listed {d:?}"
+        );
+    }
+    // Of the segment files, open opened the last one only.
+    assert_eq!(
+        storage
+            .opened_under(dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect::<Vec<_>>(),
+        vec![layout::segment_path(dir, 199, 199)]
+    );
+
+    // Reading an offset of group 1 lists it, once.
+    assert_readable(&log, 70, 71);
+    assert_eq!(storage.lists_of(&g[1]), 1);
+    assert_readable(&log, 64, 128);
+    assert_eq!(storage.lists_of(&g[1]), 1);
+    assert_eq!(storage.lists_of(&g[2]), 0, "group 2 listed by reads in 1");
+    // Reads in the first and last groups list nothing again.
+    assert_readable(&log, 0, 64);
+    assert_readable(&log, 192, 200);
+    assert_eq!(storage.lists_of(&g[0]), 1);
+    assert_eq!(storage.lists_of(&g[3]), 1);
+    assert_eq!(storage.lists_of(dir), 1);
+    // The whole segment table lists what is left, once.
+    assert_eq!(log.segments().unwrap().len(), 200);
+    assert_eq!(storage.lists_of(&g[2]), 1);
+    assert_eq!(log.segments().unwrap().len(), 200);
+    for d in &g {
+        assert_eq!(storage.lists_of(d), 1, "{d:?}");
+    }
+}
+
+#[test]
+fn an_empty_trailing_group_left_by_a_rollover_is_removed_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    grouped_log(dir, 64);
+    // The rollover to segment 64 made its group and crashed before the
+    // segment was renamed into it.
+    let empty = dir.join(durq::names::group_dir_name(64, 1));
+    fs::create_dir(&empty).unwrap();
+    let log = grouped_opts().open(dir).unwrap();
+    assert_eq!(
+        log.recovery_report().removed_temp_files,
+        vec![empty.clone()]
+    );
+    assert!(!empty.exists());
+    assert_eq!(layout::group_numbers(dir), vec![0]);
+    assert_eq!(log.recovery_report().segments, 64);
+    assert_eq!((log.first_offset(), log.end()), (0, 64));
+    assert_readable(&log, 0, 64);
+    // The next rollover makes it again.
+    assert_eq!(log.append(one_per_segment(64)).unwrap(), 64);
+    assert_eq!(layout::segment_path(dir, 64, 64).parent(), Some(&*empty));
+    drop(log);
+    let log = grouped_opts().open(dir).unwrap();
+    assert!(
+        log.recovery_report().is_clean(),
+        "{:?}",
+        log.recovery_report()
+    );
+    assert_readable(&log, 0, 65);
+}
+
+#[test]
+fn an_empty_leading_group_left_by_retention_is_removed_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let segs = grouped_log(dir, 70);
+    // Retention deleted every segment of group 0 and crashed before it
+    // removed the group.
+    for s in &segs[..64] {
+        fs::remove_file(s).unwrap();
+    }
+    let empty = layout::group(dir, 0).path;
+    assert!(layout::entries(&empty).is_empty());
+    let log = grouped_opts().open(dir).unwrap();
+    assert_eq!(
+        log.recovery_report().removed_temp_files,
+        vec![empty.clone()]
+    );
+    assert!(!empty.exists());
+    assert_eq!(layout::group_numbers(dir), vec![1]);
+    assert_eq!(log.recovery_report().segments, 6);
+    assert_eq!(log.recovery_report().first_offset, 64);
+    assert_eq!((log.first_offset(), log.end()), (64, 70));
+    assert!(log.read(63).unwrap().is_none());
+    assert_readable(&log, 64, 70);
+    drop(log);
+    let log = grouped_opts().open(dir).unwrap();
+    assert!(
+        log.recovery_report().is_clean(),
+        "{:?}",
+        log.recovery_report()
+    );
+    assert_eq!(log.first_offset(), 64);
+}
+
+#[test]
+fn an_empty_leading_or_trailing_group_holding_a_foreign_file_fails_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = tmp.path().join("template");
+    let segs = grouped_log(&template, 70);
+    for leading in [true, false] {
+        let dir = tmp
+            .path()
+            .join(if leading { "leading" } else { "trailing" });
+        copy_tree(&template, &dir);
+        let group = if leading {
+            // Group 0 emptied of its segments, but someone's file in it.
+            for s in &segs[..64] {
+                fs::remove_file(dir.join(s.strip_prefix(&template).unwrap())).unwrap();
+            }
+            layout::group(&dir, 0).path
+        } else {
+            let g = dir.join(durq::names::group_dir_name(128, 2));
+            fs::create_dir(&g).unwrap();
+            g
+        };
+        let foreign = group.join("notes.txt");
+        fs::write(&foreign, b"mine").unwrap();
+        let before = dir_snapshot(&dir);
+        let err = grouped_opts().open(&dir).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { path, .. } if path == &foreign),
+            "leading {leading}: {err}"
+        );
+        assert!(err.to_string().contains(foreign.to_str().unwrap()), "{err}");
+        assert_eq!(dir_snapshot(&dir), before, "open changed something");
+    }
+}
+
+/// Makes every sealed segment's header garbage: an open that read any of
+/// them would fail with `NotDurq`.
+fn garble_sealed_headers(segs: &[PathBuf]) {
+    for s in &segs[..segs.len() - 1] {
+        if s.exists() {
+            patch(s, 0, b"garbage!");
+        }
+    }
+}
+
+#[test]
+fn a_missing_segment_in_the_first_or_last_group_is_detected_from_the_names_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = tmp.path().join("template");
+    let segs = grouped_log(&template, 200);
+    // (segment removed, the segment before the gap, what comes after it)
+    let cases: [(u64, Option<u64>, Option<u64>); 4] = [
+        // Inside the first group.
+        (2, Some(1), Some(3)),
+        // The first group's last: the group is not full.
+        (63, Some(62), None),
+        // The last group's first: the group does not start at 64 × 3.
+        (192, None, Some(193)),
+        // Inside the last group.
+        (195, Some(194), Some(196)),
+    ];
+    for (gone, after, found) in cases {
+        let dir = tmp.path().join(format!("gone-{gone}"));
+        copy_tree(&template, &dir);
+        let segs: Vec<PathBuf> = segs
+            .iter()
+            .map(|s| dir.join(s.strip_prefix(&template).unwrap()))
+            .collect();
+        let group = layout::group_of_file(&segs[gone as usize]).to_owned();
+        fs::remove_file(&segs[gone as usize]).unwrap();
+        garble_sealed_headers(&segs);
+        let before = dir_snapshot(&dir);
+        let err = grouped_opts().open(&dir).unwrap_err();
+        let Error::MissingSegment {
+            dir: in_dir,
+            after: after_path,
+            after_base,
+            expected_seq,
+            found: found_path,
+            found_seq,
+        } = &err
+        else {
+            panic!("segment {gone} removed: expected MissingSegment, got {err:?}");
+        };
+        assert_eq!(in_dir, &group, "{err}");
+        assert_eq!(*expected_seq, gone, "{err}");
+        match after {
+            Some(a) => {
+                assert_eq!(after_path, &segs[a as usize], "{err}");
+                assert_eq!(*after_base, a, "{err}");
+            }
+            None => assert_eq!(after_path, &group, "{err}"),
+        }
+        match found {
+            Some(f) => {
+                assert_eq!(found_path, &segs[f as usize], "{err}");
+                assert_eq!(*found_seq, f, "{err}");
+            }
+            None => assert_eq!(*found_seq, gone + 1, "{err}"),
+        }
+        assert_eq!(dir_snapshot(&dir), before, "open changed something");
+    }
+}
+
+#[test]
+fn a_missing_group_number_fails_open_naming_the_groups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let segs = grouped_log(&dir, 200);
+    let g = layout::groups(&dir);
+    fs::rename(&g[1].path, tmp.path().join("elsewhere")).unwrap();
+    let segs: Vec<PathBuf> = segs.into_iter().filter(|s| s.exists()).collect();
+    garble_sealed_headers(&segs);
+    let before = dir_snapshot(&dir);
+    let err = grouped_opts().open(&dir).unwrap_err();
+    match &err {
+        Error::MissingSegment {
+            dir: in_dir,
+            after,
+            after_base,
+            expected_seq,
+            found,
+            found_seq,
+        } => {
+            assert_eq!(in_dir, &dir);
+            assert_eq!(after, &g[0].path);
+            assert_eq!(*after_base, 0);
+            assert_eq!(*expected_seq, 64);
+            assert_eq!(found, &g[2].path);
+            assert_eq!(*found_seq, 128);
+        }
+        other => panic!("expected MissingSegment, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains(g[0].path.to_str().unwrap()) && msg.contains(g[2].path.to_str().unwrap()),
+        "{msg}"
+    );
+    assert_eq!(dir_snapshot(&dir), before, "open changed something");
+}
+
+#[test]
+fn a_segment_missing_inside_a_middle_group_is_found_on_first_read_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template = tmp.path().join("template");
+    let segs = grouped_log(&template, 200);
+    // (segment removed, the segment before the gap, what comes after it)
+    let cases: [(u64, Option<u64>, Option<u64>); 3] = [
+        (70, Some(69), Some(71)),
+        // The group's first: it does not start at 64 × 1.
+        (64, None, Some(65)),
+        // The group's last: it is not full.
+        (127, Some(126), None),
+    ];
+    for (gone, after, found) in cases {
+        let dir = tmp.path().join(format!("gone-{gone}"));
+        copy_tree(&template, &dir);
+        let segs: Vec<PathBuf> = segs
+            .iter()
+            .map(|s| dir.join(s.strip_prefix(&template).unwrap()))
+            .collect();
+        let group = layout::group_of_file(&segs[gone as usize]).to_owned();
+        fs::remove_file(&segs[gone as usize]).unwrap();
+        let log = grouped_opts().open(&dir).unwrap();
+        assert_eq!(log.end(), 200);
+        assert_eq!(log.recovery_report().segments, 200);
+        let check = |err: Error| {
+            let Error::MissingSegment {
+                dir: in_dir,
+                after: after_path,
+                after_base,
+                expected_seq,
+                found: found_path,
+                found_seq,
+            } = &err
+            else {
+                panic!("segment {gone} removed: expected MissingSegment, got {err:?}");
+            };
+            assert_eq!(in_dir, &group, "{err}");
+            assert_eq!(*expected_seq, gone, "{err}");
+            match after {
+                Some(a) => {
+                    assert_eq!(after_path, &segs[a as usize], "{err}");
+                    assert_eq!(*after_base, a, "{err}");
+                }
+                None => assert_eq!(after_path, &group, "{err}"),
+            }
+            match found {
+                Some(f) => {
+                    assert_eq!(found_path, &segs[f as usize], "{err}");
+                    assert_eq!(*found_seq, f, "{err}");
+                }
+                None => assert_eq!(*found_seq, gone + 1, "{err}"),
+            }
+        };
+        // The other groups read fine, before and after.
+        assert_readable(&log, 0, 64);
+        assert_readable(&log, 128, 200);
+        // Reading anywhere in the group fails, every time.
+        for off in [100, 65, 64, 126, 100] {
+            check(log.read(off).unwrap_err());
+        }
+        check(log.segments().unwrap_err());
+        let err = log.iter(0).find_map(|r| r.err()).expect("iteration fails");
+        check(err);
+        check(log.scan(0, |_, _| ControlFlow::Continue(())).unwrap_err());
+        assert_readable(&log, 192, 200);
+        // Appends go on regardless.
+        assert_eq!(log.append(b"x").unwrap(), 200);
+    }
+}
+
+#[test]
+fn retention_by_acknowledgement_removes_emptied_group_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let opts = grouped_opts().retention(durq::Retention::acked_by_all());
+    {
+        let log = opts.open(dir).unwrap();
+        log.consumer("c").unwrap();
+    }
+    // 200 segments, written without retention; reopened with it (the
+    // middle groups unlisted).
+    {
+        let log = grouped_opts().open(dir).unwrap();
+        assert_eq!(
+            log.append_batch((0..200).map(one_per_segment)).unwrap(),
+            0..200
+        );
+    }
+    let g = layout::groups(dir);
+    assert_eq!(g.len(), 4);
+    let log = opts.open(dir).unwrap();
+    let c = log.consumer("c").unwrap();
+    // Everything below 150 acknowledged: segments 0..150 go, and with them
+    // groups 0 and 1.
+    c.ack_until(150).unwrap();
+    assert_eq!(log.first_offset(), 150);
+    assert_eq!(layout::group_numbers(dir), vec![2, 3]);
+    for gone in &g[..2] {
+        assert!(!gone.path.exists(), "{:?} left behind", gone.path);
+    }
+    // No group directory, empty or not, is left but those two.
+    assert_eq!(
+        layout::entries(dir)
+            .iter()
+            .filter(|n| n.ends_with(".group"))
+            .count(),
+        2
+    );
+    assert_eq!(
+        layout::segment_files(dir),
+        (150..200)
+            .map(|i| layout::segment_path(dir, i, i))
+            .collect::<Vec<_>>()
+    );
+    assert_readable(&log, 150, 200);
+    assert!(log.read(149).unwrap().is_none());
+    drop((c, log));
+    let log = opts.open(dir).unwrap();
+    assert_eq!((log.first_offset(), log.end()), (150, 200));
+    assert_eq!(log.recovery_report().first_offset, 150);
+    assert_eq!(log.recovery_report().segments, 50);
+    assert!(
+        log.recovery_report().removed_temp_files.is_empty(),
+        "{:?}",
+        log.recovery_report()
+    );
+    assert_readable(&log, 150, 200);
+    // Acknowledging up to the last segment empties group 2 too.
+    log.consumer("c").unwrap().ack_until(199).unwrap();
+    assert_eq!(log.first_offset(), 199);
+    assert_eq!(layout::group_numbers(dir), vec![3]);
+    assert_eq!(
+        layout::segment_files(dir),
+        vec![layout::segment_path(dir, 199, 199)]
+    );
+    drop(log);
+    let log = opts.open(dir).unwrap();
+    assert_eq!((log.first_offset(), log.end()), (199, 200));
+    assert_readable(&log, 199, 200);
+}
+
+#[test]
+fn size_bound_retention_works_across_groups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let seg = durq::MIN_SEGMENT_SIZE;
+    grouped_log(dir, 200);
+    // Reopened with a bound of 20 segments: the middle groups are listed
+    // to count them, and everything but the newest 20 goes.
+    let opts = grouped_opts()
+        .background_preallocation(false)
+        .retention(durq::Retention::max_bytes(20 * seg));
+    let log = opts.open(dir).unwrap();
+    let deleted = log.apply_retention().unwrap();
+    assert_eq!(deleted.len(), 180, "{deleted:?}");
+    assert_eq!(log.first_offset(), 180);
+    assert_eq!(layout::group_numbers(dir), vec![2, 3]);
+    assert_eq!(
+        layout::segment_files(dir),
+        (180..200)
+            .map(|i| layout::segment_path(dir, i, i))
+            .collect::<Vec<_>>()
+    );
+    assert_readable(&log, 180, 200);
+    // Appending on: the bound holds through the next group boundary, and
+    // group 2 goes once emptied.
+    let mut next = 200;
+    while next < 300 {
+        assert_eq!(log.append(one_per_segment(next)).unwrap(), next);
+        next += 1;
+        let files = layout::segment_files(dir);
+        assert!(files.len() <= 20, "{} segments at {next}", files.len());
+        // Every group holds a segment: none is left empty.
+        for g in layout::groups(dir) {
+            assert!(
+                !layout::segments_in(&g.path).is_empty(),
+                "empty group {:?} at {next}",
+                g.path
+            );
+        }
+    }
+    assert_eq!(log.first_offset(), 280);
+    assert_eq!(layout::group_numbers(dir), vec![4]);
+    assert_readable(&log, 280, 300);
+    drop(log);
+    let log = opts.open(dir).unwrap();
+    assert_eq!((log.first_offset(), log.end()), (280, 300));
+    assert_eq!(log.recovery_report().segments, 20);
+    assert!(
+        log.recovery_report().is_clean(),
+        "{:?}",
+        log.recovery_report()
+    );
+    assert_readable(&log, 280, 300);
+}
+
+/// Rewrites the header of `seg` to say format version `version`, with a
+/// header CRC that matches (bytes 8..12 and 60..64, see
+/// `SegmentHeader::encode`).
+fn set_header_version(seg: &Path, version: u32) {
+    let mut bytes = fs::read(seg).unwrap();
+    bytes[8..12].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[0..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+    fs::write(seg, bytes).unwrap();
+}
+
+#[test]
+fn a_format2_log_with_segments_directly_in_its_directory_is_refused_and_unchanged() {
+    let current = durq::record::FORMAT_VERSION;
+    assert_eq!(current, 3);
+    for keep_lock_file in [true, false] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let segs = many_segments(dir, 100);
+        assert!(segs.len() > 2);
+        // As format 2 kept them: BASE-SEQ.seg directly in the directory,
+        // headers saying version 2, no group directory.
+        let mut flat = Vec::new();
+        for s in &segs {
+            let to = dir.join(s.file_name().unwrap());
+            fs::rename(s, &to).unwrap();
+            set_header_version(&to, 2);
+            flat.push(to);
+        }
+        for g in layout::groups(dir) {
+            fs::remove_dir(&g.path).unwrap();
+        }
+        if !keep_lock_file {
+            fs::remove_file(dir.join(durq::names::LOCK_FILE)).unwrap();
+            fs::remove_file(dir.join(durq::names::END_HINT_FILE)).unwrap();
+        }
+        let before = dir_snapshot(dir);
+        let err = small(4096).open(dir).unwrap_err();
+        assert!(
+            matches!(&err, Error::UnsupportedVersion { found: 2, supported, path }
+                if *supported == current && path == &flat[0]),
+            "{err}"
+        );
+        assert_eq!(dir_snapshot(dir), before, "open changed something");
+    }
+    // One segment moved out of its group, beside a current log: refused
+    // the same way, nothing changed.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let segs = many_segments(dir, 100);
+    let to = dir.join(segs[1].file_name().unwrap());
+    fs::rename(&segs[1], &to).unwrap();
+    set_header_version(&to, 2);
+    let before = dir_snapshot(dir);
+    let err = small(4096).open(dir).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsupportedVersion { found: 2, path, .. } if path == &to),
+        "{err}"
+    );
+    assert_eq!(dir_snapshot(dir), before, "open changed something");
+}
+
+#[test]
+fn a_current_segment_lying_directly_in_the_log_directory_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let segs = many_segments(dir, 100);
+    let last = segs.last().unwrap();
+    let flat = dir.join(last.file_name().unwrap());
+    fs::rename(last, &flat).unwrap();
+    let before = dir_snapshot(dir);
+    let err = small(4096).open(dir).unwrap_err();
+    match &err {
+        Error::Corrupt { path, reason, .. } => {
+            assert_eq!(path, &flat);
+            assert!(reason.contains("group"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(dir_snapshot(dir), before, "open changed something");
+}
+
+#[test]
+fn files_durq_did_not_make_inside_a_group_are_reported_and_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    grouped_log(dir, 70);
+    let notes: Vec<PathBuf> = [0, 1]
+        .iter()
+        .map(|&n| layout::group(dir, n).path.join("notes.txt"))
+        .collect();
+    for n in &notes {
+        fs::write(n, b"mine").unwrap();
+    }
+    let log = grouped_opts().open(dir).unwrap();
+    assert_eq!(log.recovery_report().unknown_files, notes);
+    assert_readable(&log, 0, 70);
+    drop(log);
+    for n in &notes {
+        assert_eq!(fs::read(n).unwrap(), b"mine");
     }
 }
