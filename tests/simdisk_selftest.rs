@@ -18,10 +18,10 @@ fn p(name: &str) -> String {
     format!("{DIR}/{name}")
 }
 
-/// A disk with the directory `/db`.
+/// A disk with the directory `/db`, durably (its entry in `/` is synced).
 fn disk(seed: u64) -> SimDisk {
     let d = SimDisk::new(seed);
-    assert!(d.create_dir_all(Path::new(DIR)).unwrap());
+    d.mkdir_durable(DIR).unwrap();
     d
 }
 
@@ -306,12 +306,12 @@ fn rename_reverts_without_sync_dir_and_sticks_with_it() {
     }
 
     let d = disk(0);
-    d.create_dir_all(Path::new("/other")).unwrap();
     create_durable(&d, "a", b"A");
     let err = d
         .rename(Path::new(&p("a")), Path::new("/other/a"))
         .unwrap_err();
-    assert_eq!(err.kind(), io::ErrorKind::CrossesDevices);
+    assert_eq!(err.kind(), io::ErrorKind::NotFound, "no such directory");
+    assert_eq!(d.list(DIR), vec!["a"]);
     let err = d
         .rename(Path::new(&p("missing")), Path::new(&p("z")))
         .unwrap_err();
@@ -409,6 +409,14 @@ fn disk_full_fails_growth_and_creates_until_cleared() {
             .map(drop),
     );
     enospc(d.try_lock(Path::new(&p("lock"))).map(drop));
+    let ops = d.ops_count();
+    enospc(d.create_dir_all(Path::new(&p("sub/deeper"))).map(drop));
+    assert_eq!(d.ops_count(), ops + 1, "the refused mkdir counts");
+    assert!(!d.is_dir(Path::new(&p("sub"))));
+    assert!(
+        !d.create_dir_all(Path::new(DIR)).unwrap(),
+        "nothing to make"
+    );
     d.open_file(Path::new(&p("f")), OpenMode::CreateOrOpen)
         .unwrap();
     f.sync_data().unwrap();
@@ -761,4 +769,624 @@ fn file_basics() {
     // Relative paths and `.` components work.
     assert!(d.create_dir_all(Path::new("rel/./dir")).unwrap());
     assert!(d.is_dir(Path::new("rel/dir")));
+}
+
+// ---------------------------------------------------------------------------
+// Directories: made, removed and moved between, with power loss.
+
+/// `/db/g` as a path.
+const G: &str = "/db/g";
+
+fn g(name: &str) -> String {
+    format!("{G}/{name}")
+}
+
+fn path(s: &str) -> &Path {
+    Path::new(s)
+}
+
+/// Creates the file at `at` with `bytes` and syncs its data (not its
+/// directory).
+fn create_synced_file(d: &SimDisk, at: &str, bytes: &[u8]) -> Box<dyn StorageFile> {
+    let f = d.open_file(path(at), OpenMode::CreateNew).unwrap();
+    f.write_at(bytes, 0).unwrap();
+    f.sync_data().unwrap();
+    f
+}
+
+/// A disk with `/db` and `/db/g`, both durable (the mkdir synced in `/db`).
+fn disk_with_group(seed: u64) -> SimDisk {
+    let d = disk(seed);
+    assert!(d.create_dir_all(path(G)).unwrap());
+    sync_dir(&d);
+    d
+}
+
+#[test]
+fn unsynced_mkdir_is_lost_with_everything_in_it() {
+    // The directory's own contents are durable, but not its entry in /db.
+    let d = disk(0);
+    assert!(d.create_dir_all(path("/db/g/h")).unwrap());
+    create_synced_file(&d, &g("f"), b"in g");
+    create_synced_file(&d, "/db/g/h/x", b"in h");
+    d.sync_dir(path(G)).unwrap();
+    d.sync_dir(path("/db/g/h")).unwrap();
+    assert_eq!(d.list(DIR), vec!["g"]);
+    assert_eq!(d.list(G), vec!["f", "h"]);
+    assert!(d.list_durable(DIR).is_empty());
+    assert!(
+        d.list_durable(G).is_empty(),
+        "g itself is not durably reachable"
+    );
+    d.power_loss_with(LossMode::DropAll);
+    assert!(!d.is_dir(path(G)));
+    assert!(!d.is_dir(path("/db/g/h")));
+    assert!(d.list_dir(path(DIR)).unwrap().is_empty());
+    assert_eq!(d.file_bytes(g("f")), None);
+    assert_eq!(d.file_bytes("/db/g/h/x"), None);
+    assert_eq!(
+        d.open_file(path(&g("f")), OpenMode::Read)
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        d.list_dir(path(G)).unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
+    // The name is free again: a new directory there is empty.
+    assert!(d.create_dir_all(path(G)).unwrap());
+    assert!(d.list(G).is_empty());
+
+    // KeepAll keeps the unsynced mkdir (and what was synced inside it).
+    let d = disk(0);
+    d.create_dir_all(path(G)).unwrap();
+    create_synced_file(&d, &g("f"), b"in g");
+    d.sync_dir(path(G)).unwrap();
+    d.power_loss_with(LossMode::KeepAll);
+    assert!(d.is_dir(path(G)));
+    assert_eq!(d.file_bytes(g("f")).unwrap(), b"in g");
+
+    // A process crash keeps it in the page cache, not on the medium.
+    let d = disk(0);
+    d.create_dir_all(path(G)).unwrap();
+    create_synced_file(&d, &g("f"), b"in g");
+    d.sync_dir(path(G)).unwrap();
+    d.process_crash();
+    assert_eq!(d.file_bytes(g("f")).unwrap(), b"in g");
+    assert!(!d.create_dir_all(path(G)).unwrap(), "still there");
+    d.power_loss_with(LossMode::DropAll);
+    assert!(!d.is_dir(path(G)), "the process crash made nothing durable");
+
+    // Random loss: both outcomes reachable; when kept, it is whole.
+    let (mut lost, mut kept) = (0, 0);
+    for seed in 0..100 {
+        let d = disk(seed);
+        d.create_dir_all(path(G)).unwrap();
+        create_synced_file(&d, &g("f"), b"in g");
+        d.sync_dir(path(G)).unwrap();
+        d.power_loss();
+        if d.is_dir(path(G)) {
+            assert_eq!(d.file_bytes(g("f")).unwrap(), b"in g", "seed {seed}");
+            kept += 1;
+        } else {
+            assert_eq!(d.list(DIR), Vec::<String>::new(), "seed {seed}");
+            lost += 1;
+        }
+    }
+    assert!(lost > 0 && kept > 0, "lost {lost}, kept {kept}");
+}
+
+#[test]
+fn synced_mkdir_is_kept() {
+    for seed in 0..100 {
+        let d = disk(seed);
+        assert!(d.create_dir_all(path("/db/g/h")).unwrap());
+        sync_dir(&d);
+        d.sync_dir(path(G)).unwrap();
+        create_synced_file(&d, "/db/g/h/x", b"x");
+        d.sync_dir(path("/db/g/h")).unwrap();
+        d.power_loss();
+        assert!(d.is_dir(path("/db/g/h")), "seed {seed}");
+        assert_eq!(d.file_bytes("/db/g/h/x").unwrap(), b"x", "seed {seed}");
+    }
+    // Synced at the top only: the inner mkdir is still pending in g.
+    let d = disk(0);
+    d.create_dir_all(path("/db/g/h")).unwrap();
+    sync_dir(&d);
+    d.power_loss_with(LossMode::DropAll);
+    assert!(d.is_dir(path(G)));
+    assert!(!d.is_dir(path("/db/g/h")));
+}
+
+#[test]
+fn a_file_in_a_lost_directory_survives_by_another_durable_name() {
+    // /db/a moved into an unsynced group: only g is synced, so the removal
+    // of /db/a is not durable and the file is still reachable there.
+    let d = disk(0);
+    create_durable(&d, "a", b"A");
+    d.create_dir_all(path(G)).unwrap();
+    d.rename(path(&p("a")), path(&g("a"))).unwrap();
+    d.sync_dir(path(G)).unwrap();
+    d.power_loss_with(LossMode::DropAll);
+    assert_eq!(d.list(DIR), vec!["a"]);
+    assert_eq!(bytes(&d, "a").unwrap(), b"A");
+
+    // Changes of one directory reach the medium in order: /db cannot lose
+    // the mkdir of g and keep the removal of a that came after it.
+    for seed in 0..100 {
+        let d = disk(seed);
+        create_durable(&d, "a", b"A");
+        d.create_dir_all(path(G)).unwrap();
+        d.rename(path(&p("a")), path(&g("a"))).unwrap();
+        d.sync_dir(path(G)).unwrap();
+        d.power_loss();
+        let names = d.list(DIR);
+        assert!(
+            names == ["a"] || names == ["a", "g"] || names == ["g"],
+            "seed {seed}: {names:?}"
+        );
+        assert!(bytes(&d, "a").is_some() || d.file_bytes(g("a")).is_some());
+    }
+
+    // The classic mistake: a file moved from group g into a new group h
+    // whose mkdir was never made durable (its parent /db not synced after
+    // it); both groups synced. The file is gone under every name.
+    let lose = |sync_parent: bool| {
+        let d = disk_with_group(0);
+        create_synced_file(&d, &g("a"), b"A");
+        d.sync_dir(path(G)).unwrap();
+        assert!(d.create_dir_all(path("/db/h")).unwrap());
+        if sync_parent {
+            sync_dir(&d);
+        }
+        d.rename(path(&g("a")), path("/db/h/a")).unwrap();
+        d.sync_dir(path("/db/h")).unwrap();
+        d.sync_dir(path(G)).unwrap();
+        d.power_loss_with(LossMode::DropAll);
+        d
+    };
+    let d = lose(false);
+    assert!(!d.is_dir(path("/db/h")));
+    assert!(d.list(G).is_empty());
+    assert_eq!(d.file_bytes("/db/h/a"), None);
+    let d = lose(true);
+    assert_eq!(d.file_bytes("/db/h/a").unwrap(), b"A");
+    assert!(d.list(G).is_empty());
+}
+
+/// Which names of a file moved from `/db/a` to `/db/g/a` a power loss kept.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+enum Move {
+    Old,
+    New,
+    Both,
+    Neither,
+}
+
+/// Moves the durable `/db/a` into the durable group `/db/g` and cuts the
+/// power with `mode`; returns which names survived (checking their bytes).
+fn move_then_lose(seed: u64, mode: LossMode) -> (Move, SimDisk) {
+    let d = disk_with_group(seed);
+    create_durable(&d, "a", b"A");
+    d.rename(path(&p("a")), path(&g("a"))).unwrap();
+    assert_eq!(d.list(DIR), vec!["g"]);
+    assert_eq!(d.list(G), vec!["a"]);
+    assert_eq!(d.file_bytes(g("a")).unwrap(), b"A");
+    d.power_loss_with(mode);
+    let old = bytes(&d, "a");
+    let new = d.file_bytes(g("a"));
+    for b in [&old, &new].into_iter().flatten() {
+        assert_eq!(b, b"A", "seed {seed}");
+    }
+    let outcome = match (old.is_some(), new.is_some()) {
+        (true, false) => Move::Old,
+        (false, true) => Move::New,
+        (true, true) => Move::Both,
+        (false, false) => Move::Neither,
+    };
+    (outcome, d)
+}
+
+#[test]
+fn rename_across_directories_may_keep_old_new_both_or_neither() {
+    let mut seen: BTreeMap<Move, u32> = BTreeMap::new();
+    for seed in 0..200 {
+        let (outcome, d) = move_then_lose(seed, LossMode::Random);
+        *seen.entry(outcome).or_default() += 1;
+        if outcome == Move::Both {
+            // The two names are one file, as hard links.
+            let a = open(&d, "a", OpenMode::ReadWrite);
+            a.write_at(b"B", 0).unwrap();
+            assert_eq!(d.file_bytes(g("a")).unwrap(), b"B");
+            // POSIX: renaming a name onto another name of the same file
+            // does nothing.
+            d.rename(path(&p("a")), path(&g("a"))).unwrap();
+            assert_eq!(d.list(DIR), vec!["a", "g"]);
+            assert_eq!(d.list(G), vec!["a"]);
+            // Removing one name leaves the other.
+            d.remove_file(path(&p("a"))).unwrap();
+            assert_eq!(d.file_bytes(g("a")).unwrap(), b"B");
+        }
+    }
+    for outcome in [Move::Old, Move::New, Move::Both, Move::Neither] {
+        assert!(seen.contains_key(&outcome), "never {outcome:?}: {seen:?}");
+    }
+
+    for seed in 0..20 {
+        assert_eq!(move_then_lose(seed, LossMode::KeepAll).0, Move::New);
+        assert_eq!(move_then_lose(seed, LossMode::DropAll).0, Move::Old);
+    }
+
+    // With both directories synced, only the new name.
+    for seed in 0..50 {
+        let d = disk_with_group(seed);
+        create_durable(&d, "a", b"A");
+        d.rename(path(&p("a")), path(&g("a"))).unwrap();
+        d.sync_dir(path(G)).unwrap();
+        sync_dir(&d);
+        d.power_loss();
+        assert_eq!(d.list(DIR), vec!["g"], "seed {seed}");
+        assert_eq!(d.file_bytes(g("a")).unwrap(), b"A", "seed {seed}");
+    }
+    // Only the destination synced: new, or both.
+    let d = disk_with_group(0);
+    create_durable(&d, "a", b"A");
+    d.rename(path(&p("a")), path(&g("a"))).unwrap();
+    d.sync_dir(path(G)).unwrap();
+    d.power_loss_with(LossMode::DropAll);
+    assert_eq!(d.list(DIR), vec!["a", "g"]);
+    assert_eq!(d.list(G), vec!["a"]);
+}
+
+#[test]
+fn rename_across_directories_replaces_the_target_and_refuses_directories() {
+    for (mode, want_old, want_new) in [
+        (LossMode::KeepAll, None, &b"A"[..]),
+        (LossMode::DropAll, Some(&b"A"[..]), &b"old"[..]),
+    ] {
+        let d = disk_with_group(0);
+        create_durable(&d, "a", b"A");
+        create_synced_file(&d, &g("a"), b"old");
+        d.sync_dir(path(G)).unwrap();
+        d.rename(path(&p("a")), path(&g("a"))).unwrap();
+        assert_eq!(d.file_bytes(g("a")).unwrap(), b"A");
+        d.power_loss_with(mode);
+        assert_eq!(bytes(&d, "a").as_deref(), want_old, "{mode:?}");
+        assert_eq!(d.file_bytes(g("a")).unwrap(), want_new, "{mode:?}");
+    }
+
+    let d = disk_with_group(0);
+    create_durable(&d, "a", b"A");
+    d.create_dir_all(path("/db/h")).unwrap();
+    let kind = |r: io::Result<()>| r.unwrap_err().kind();
+    assert_eq!(
+        kind(d.rename(path(&p("a")), path("/db/nowhere/a"))),
+        io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        kind(d.rename(path(G), path("/db/h/g"))),
+        io::ErrorKind::IsADirectory,
+        "directories cannot be renamed"
+    );
+    assert_eq!(
+        kind(d.rename(path(&p("a")), path("/db/h"))),
+        io::ErrorKind::IsADirectory
+    );
+    assert_eq!(
+        kind(d.rename(path(&g("missing")), path(&p("b")))),
+        io::ErrorKind::NotFound
+    );
+    assert_eq!(d.list(DIR), vec!["a", "g", "h"]);
+    assert!(d.list(G).is_empty() && d.list("/db/h").is_empty());
+}
+
+#[test]
+fn remove_dir_refuses_what_is_not_an_empty_directory() {
+    let d = disk_with_group(0);
+    create_synced_file(&d, &g("f"), b"f");
+    let kind = |r: io::Result<()>| r.unwrap_err().kind();
+    assert_eq!(
+        kind(d.remove_dir(path(G))),
+        io::ErrorKind::DirectoryNotEmpty
+    );
+    assert_eq!(
+        kind(d.remove_dir(path("/db/nope"))),
+        io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        kind(d.remove_dir(path("/db/nope/deeper"))),
+        io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        kind(d.remove_dir(path(&g("f")))),
+        io::ErrorKind::NotADirectory
+    );
+    assert_eq!(kind(d.remove_file(path(G))), io::ErrorKind::IsADirectory);
+    // A subdirectory is an entry too.
+    d.remove_file(path(&g("f"))).unwrap();
+    d.create_dir_all(path("/db/g/h")).unwrap();
+    assert_eq!(
+        kind(d.remove_dir(path(G))),
+        io::ErrorKind::DirectoryNotEmpty
+    );
+    // Empty in the volatile state is enough, synced or not.
+    d.remove_dir(path("/db/g/h")).unwrap();
+    d.remove_dir(path(G)).unwrap();
+    assert!(!d.is_dir(path(G)));
+    assert!(d.list_dir(path(DIR)).unwrap().is_empty());
+    assert_eq!(kind(d.remove_dir(path(G))), io::ErrorKind::NotFound);
+    assert_eq!(
+        kind(d.sync_dir(path(G))),
+        io::ErrorKind::NotFound,
+        "a removed directory cannot be synced"
+    );
+    assert_eq!(
+        d.open_file(path(&g("f")), OpenMode::CreateNew)
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::NotFound
+    );
+}
+
+/// `/db/g` holding `f` (durable) and `h` (created, not synced in g); both
+/// then removed, and g too, nothing synced after.
+fn remove_group(seed: u64) -> SimDisk {
+    let d = disk_with_group(seed);
+    create_synced_file(&d, &g("f"), b"durable f");
+    d.sync_dir(path(G)).unwrap();
+    create_synced_file(&d, &g("h"), b"h");
+    d.remove_file(path(&g("f"))).unwrap();
+    d.remove_file(path(&g("h"))).unwrap();
+    d.remove_dir(path(G)).unwrap();
+    assert!(!d.is_dir(path(G)));
+    assert_eq!(d.list(DIR), Vec::<String>::new());
+    assert_eq!(
+        d.list_dir(path(G)).unwrap_err().kind(),
+        io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        d.open_file(path(&g("f")), OpenMode::Read)
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::NotFound
+    );
+    d
+}
+
+#[test]
+fn unsynced_rmdir_comes_back_with_its_durable_entries() {
+    let d = remove_group(0);
+    d.power_loss_with(LossMode::DropAll);
+    assert!(d.is_dir(path(G)));
+    assert_eq!(d.list(G), vec!["f"], "h was never durable in g");
+    assert_eq!(d.file_bytes(g("f")).unwrap(), b"durable f");
+
+    let d = remove_group(0);
+    d.process_crash();
+    assert!(!d.is_dir(path(G)), "a process crash keeps the removal");
+    d.power_loss_with(LossMode::DropAll);
+    assert_eq!(d.list(G), vec!["f"], "but it was never durable");
+
+    let d = remove_group(0);
+    d.power_loss_with(LossMode::KeepAll);
+    assert!(!d.is_dir(path(G)));
+    assert!(d.list(DIR).is_empty());
+
+    // Random: gone, or back with a state g's own changes allow: its
+    // durable f, then an in-order prefix of (create h, remove f, remove h).
+    let mut seen: BTreeMap<Vec<String>, u32> = BTreeMap::new();
+    let mut gone = 0;
+    for seed in 0..300 {
+        let d = remove_group(seed);
+        d.power_loss();
+        if !d.is_dir(path(G)) {
+            gone += 1;
+            continue;
+        }
+        let names = d.list(G);
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert!(
+            [&["f"][..], &["f", "h"], &["h"], &[]].contains(&refs.as_slice()),
+            "seed {seed}: {names:?}"
+        );
+        if let Some(f) = d.file_bytes(g("f")) {
+            assert_eq!(f, b"durable f");
+        }
+        *seen.entry(names).or_default() += 1;
+    }
+    assert!(gone > 0, "the removal never stuck");
+    assert!(
+        seen.len() == 4,
+        "not every state of g came back: {seen:?}, gone {gone}"
+    );
+}
+
+#[test]
+fn synced_rmdir_stays_gone() {
+    for seed in 0..100 {
+        let d = remove_group(seed);
+        sync_dir(&d);
+        d.power_loss();
+        assert!(!d.is_dir(path(G)), "seed {seed}");
+        assert!(d.list(DIR).is_empty(), "seed {seed}");
+        assert_eq!(d.durable_bytes(g("f")), None);
+    }
+    // The removal durable, the removals inside it not: gone all the same.
+    let d = disk_with_group(0);
+    create_synced_file(&d, &g("f"), b"f");
+    d.sync_dir(path(G)).unwrap();
+    d.remove_file(path(&g("f"))).unwrap();
+    d.remove_dir(path(G)).unwrap();
+    sync_dir(&d);
+    d.power_loss_with(LossMode::DropAll);
+    assert!(!d.is_dir(path(G)));
+    assert!(d.list(DIR).is_empty());
+}
+
+#[test]
+fn mkdir_at_the_name_of_a_pending_rmdir_makes_a_new_directory() {
+    let setup = |seed| {
+        let d = remove_group(seed);
+        assert!(d.create_dir_all(path(G)).unwrap(), "made anew");
+        assert!(d.list(G).is_empty(), "the new directory is empty");
+        create_synced_file(&d, &g("x"), b"x");
+        d.sync_dir(path(G)).unwrap();
+        assert_eq!(d.list(G), vec!["x"]);
+        d
+    };
+    let d = setup(0);
+    d.power_loss_with(LossMode::DropAll);
+    assert_eq!(d.list(G), vec!["f"], "the old directory came back");
+    let d = setup(0);
+    d.power_loss_with(LossMode::KeepAll);
+    assert_eq!(d.list(G), vec!["x"], "the new directory");
+    assert_eq!(d.file_bytes(g("x")).unwrap(), b"x");
+    let d = setup(0);
+    d.process_crash();
+    assert_eq!(d.list(G), vec!["x"]);
+    d.power_loss_with(LossMode::DropAll);
+    assert_eq!(d.list(G), vec!["f"], "the old one was kept for this");
+
+    // Random: the old g (in one of its states), none, or the new one; never
+    // a mix of the two.
+    let (mut old, mut none, mut new) = (0, 0, 0);
+    for seed in 0..200 {
+        let d = setup(seed);
+        d.power_loss();
+        if !d.is_dir(path(G)) {
+            none += 1;
+        } else if d.list(G) == ["x"] {
+            new += 1;
+        } else {
+            assert!(d.file_bytes(g("x")).is_none(), "seed {seed}: a mix");
+            old += 1;
+        }
+    }
+    assert!(old > 0 && none > 0 && new > 0, "{old} {none} {new}");
+}
+
+#[test]
+fn crash_points_count_mkdir_and_rmdir() {
+    let d = disk(0);
+    let ops = d.ops_count();
+    assert!(d.create_dir_all(path("/db/a/b/c")).unwrap());
+    assert_eq!(d.ops_count(), ops + 3, "one mkdir per directory made");
+    assert!(!d.create_dir_all(path("/db/a/b")).unwrap());
+    assert_eq!(d.ops_count(), ops + 3, "nothing made, nothing counted");
+    d.remove_dir(path("/db/a/b/c")).unwrap();
+    assert_eq!(d.ops_count(), ops + 4);
+    d.remove_dir(path("/db/a")).unwrap_err();
+    assert_eq!(d.ops_count(), ops + 5, "a refused rmdir counts too");
+    assert_eq!(d.sync_count(), 0, "neither is a sync");
+
+    // A crash point inside create_dir_all: the outer mkdir happened, the
+    // inner one did not.
+    let d = disk(0);
+    d.crash_after_ops(1);
+    let err = d.create_dir_all(path("/db/x/y")).unwrap_err();
+    assert!(is_dead_error(&err), "{err}");
+    assert!(d.is_dead());
+    assert!(is_dead_error(&d.create_dir_all(path(DIR)).unwrap_err()));
+    assert!(is_dead_error(&d.remove_dir(path("/db/x")).unwrap_err()));
+    d.process_crash();
+    assert!(d.is_dir(path("/db/x")));
+    assert!(!d.is_dir(path("/db/x/y")));
+
+    // A crash point at rmdir: no effect.
+    let d = disk_with_group(0);
+    d.crash_after_ops(0);
+    assert!(is_dead_error(&d.remove_dir(path(G)).unwrap_err()));
+    d.process_crash();
+    assert!(d.is_dir(path(G)));
+    assert_eq!(d.list(DIR), vec!["g"]);
+}
+
+/// A segment moved into a new group and back out, the group then removed:
+/// mkdir, sync the parent; each rename followed by a sync of its
+/// destination, then of its source; rmdir, sync the parent.
+fn group_move(d: &SimDisk) -> io::Result<()> {
+    let made = d.create_dir_all(path(G))?;
+    assert!(made);
+    d.sync_dir(path(DIR))?;
+    d.rename(path(&p("seg")), path(&g("seg")))?; // op 2
+    d.sync_dir(path(G))?;
+    d.sync_dir(path(DIR))?;
+    d.rename(path(&g("seg")), path(&p("seg2")))?; // op 5
+    d.sync_dir(path(DIR))?;
+    d.sync_dir(path(G))?;
+    d.remove_dir(path(G))?;
+    d.sync_dir(path(DIR))?;
+    Ok(())
+}
+
+#[test]
+fn every_crash_point_of_a_group_move() {
+    let setup = |seed| {
+        let d = disk(seed);
+        create_durable(&d, "seg", b"segment");
+        d
+    };
+    let d = setup(0);
+    let base = d.ops_count();
+    group_move(&d).unwrap();
+    let total = d.ops_count() - base;
+    assert_eq!(total, 10);
+    // Between a rename across directories and the sync of its destination,
+    // power loss may keep neither name (ops 2 and 5 done, 3 and 6 not).
+    let window = [3, 6];
+    let mut states: BTreeMap<Vec<String>, u32> = BTreeMap::new();
+    let mut lost_in_window = 0;
+    for k in 0..=total {
+        for (seed, mode) in (0..40)
+            .map(|s| (s, LossMode::Random))
+            .chain([(0, LossMode::KeepAll), (0, LossMode::DropAll)])
+        {
+            let d = setup(seed);
+            d.crash_after_ops(k);
+            let r = group_move(&d);
+            assert_eq!(r.is_err(), k < total, "k {k}");
+            d.power_loss_with(mode);
+            let names: Vec<String> = ["/db/seg", "/db/g/seg", "/db/seg2"]
+                .into_iter()
+                .filter(|n| d.file_bytes(n).is_some())
+                .map(str::to_owned)
+                .collect();
+            for n in &names {
+                assert_eq!(d.file_bytes(n).unwrap(), b"segment");
+            }
+            if names.is_empty() {
+                assert!(
+                    window.contains(&k) && mode == LossMode::Random,
+                    "k {k} seed {seed} {mode:?}: the file was lost"
+                );
+                lost_in_window += 1;
+            }
+            if k == total {
+                assert!(!d.is_dir(path(G)), "the removal was synced");
+            }
+            *states.entry(names).or_default() += 1;
+        }
+    }
+    assert!(lost_in_window > 0, "neither name was never the outcome");
+    assert!(
+        states.keys().any(|n| n.len() == 2),
+        "both names never survived: {states:?}"
+    );
+}
+
+#[test]
+fn syncing_the_source_of_a_move_before_its_destination_can_lose_the_file() {
+    for (careful, kept) in [(true, true), (false, false)] {
+        let d = disk(0);
+        create_durable(&d, "seg", b"segment");
+        d.create_dir_all(path(G)).unwrap();
+        d.sync_dir(path(DIR)).unwrap();
+        d.rename(path(&p("seg")), path(&g("seg"))).unwrap();
+        let first = if careful { G } else { DIR };
+        d.sync_dir(path(first)).unwrap();
+        d.power_loss_with(LossMode::DropAll);
+        let found = bytes(&d, "seg").or_else(|| d.file_bytes(g("seg")));
+        assert_eq!(found.is_some(), kept, "careful: {careful}");
+    }
 }

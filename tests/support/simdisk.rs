@@ -16,20 +16,53 @@
 //!   durable bytes and clear the list. The sync applies to the inode, whichever
 //!   handle made the writes (as `fsync` does).
 //! * **Directory entries** also have two layers per directory: the *volatile*
-//!   map name -> inode and the *durable* map. Creating a file, `rename` and
-//!   `remove_file` change the volatile map only and are logged as pending entry
-//!   changes of that directory (a rename is one atomic change of two names).
-//!   `sync_dir` makes the volatile map the durable map. Rename is supported
-//!   within one directory only; across directories it fails with
-//!   [`io::ErrorKind::CrossesDevices`].
+//!   map name -> file or subdirectory and the *durable* map. Creating a file,
+//!   creating a directory, `rename`, `remove_file` and `remove_dir` change
+//!   volatile maps only and are logged as pending entry changes of the
+//!   directory holding the name, subdirectory changes in order with file
+//!   changes. `sync_dir` makes the directory's volatile map its durable map
+//!   (only its own entries: not its subdirectories' nor its files' data).
+//! * **Directories are entries of their parent**, with the same rules as
+//!   files. [`Storage::create_dir_all`] makes each missing directory, outermost
+//!   first, as one `mkdir`: a new empty directory whose entry in its parent
+//!   is pending until `sync_dir` of the parent. A directory is reached only
+//!   through its parent's entries, so once a power loss has not kept its
+//!   entry it is gone with everything under it (a file in it survives only
+//!   if another durable name reaches it). [`Storage::remove_dir`] fails with
+//!   [`io::ErrorKind::DirectoryNotEmpty`] while the directory has any volatile
+//!   entry, [`io::ErrorKind::NotADirectory`] on a file; otherwise it removes
+//!   the entry from the parent as a pending change. The removed directory
+//!   keeps its durable entries and pending changes: a power loss that drops
+//!   the removal brings it back with what they say after that loss (entries
+//!   whose removal inside it was not durable come back too); one that keeps
+//!   the removal loses it with everything in it. Directories have an identity
+//!   apart from their path: `create_dir_all` at the name of a directory whose
+//!   removal is still pending makes a new, empty directory (power loss then
+//!   leaves the old one, none, or the new one). A path is resolved through
+//!   the volatile entries: anything under a removed directory is not found
+//!   (`open_file`, `list_dir`, `sync_dir`, `remove_*` fail with
+//!   [`io::ErrorKind::NotFound`], `is_dir` is `false`). The roots `""` and
+//!   `"/"` always exist. [`SimDisk::mkdir_durable`] and [`SimDisk::put_file`]
+//!   make directories durable at once, for setting up.
+//! * **Rename**: within one directory, one atomic change of two names. Across
+//!   directories (the destination directory must exist, else
+//!   [`io::ErrorKind::NotFound`]), two independent pending changes: the new
+//!   name (replacing any file there) in the destination's list and the removal
+//!   of the old name in the source's, so a power loss may keep the old name,
+//!   the new one, both or neither. When both survive, the two names share one
+//!   file as hard links would; a rename of one onto the other then does
+//!   nothing, as POSIX says. Only files can be renamed: renaming a directory,
+//!   or onto one, fails with [`io::ErrorKind::IsADirectory`].
 //! * **Process crash** ([`SimDisk::process_crash`], SIGKILL): the page cache
 //!   survives. Nothing new becomes durable (pending writes and entry changes
 //!   stay pending, so a later power loss can still lose them); every open
 //!   handle dies and every lock is released.
-//! * **Power loss** ([`SimDisk::power_loss`]): per directory, a random prefix
-//!   (possibly empty, possibly all) of its pending entry changes reaches the
-//!   medium, in order, as a journaling file system would commit them. Then for
-//!   every inode reachable from the resulting durable entries: start from its
+//! * **Power loss** ([`SimDisk::power_loss`]): per directory (also a removed
+//!   one, whose removal may be lost), a random prefix (possibly empty,
+//!   possibly all) of its pending entry changes reaches the medium, in order,
+//!   as a journaling file system would commit them. The directories and files
+//!   reachable from the roots through the resulting durable entries survive;
+//!   the rest is freed. Then for every surviving inode: start from its
 //!   durable bytes; the pending writes are each, independently, kept whole,
 //!   dropped, or torn at 512-byte sector granularity (each absolute sector the
 //!   write covers gets the new data, keeps the old data, or is zeroed; a torn
@@ -40,12 +73,12 @@
 //!   write made before a truncation is never applied after it, and two
 //!   overlapping writes never mix inside one sector in a way page-granular
 //!   writeback could not produce. A kept write extending the file extends it.
-//!   The result becomes both durable and volatile state; unreachable inodes
-//!   are freed. Handles die, locks are released, the disk
-//!   revives. [`SimDisk::power_loss_with`] offers [`LossMode::KeepAll`] (the
-//!   lucky case: everything pending reached the medium) and
-//!   [`LossMode::DropAll`] (the unlucky case: only what was synced survives;
-//!   no unsynced create, rename or remove survives).
+//!   The result becomes both durable and volatile state. Handles die, locks
+//!   are released, the disk revives. [`SimDisk::power_loss_with`] offers
+//!   [`LossMode::KeepAll`] (the lucky case: everything pending reached the
+//!   medium) and [`LossMode::DropAll`] (the unlucky case: only what was synced
+//!   survives; no unsynced file or directory creation, rename or removal
+//!   survives).
 //! * **Crash points**: [`SimDisk::crash_after_ops`] / [`SimDisk::crash_after_syncs`]
 //!   kill the disk at a chosen mutating operation; [`SimDisk::kill`] kills it
 //!   now. A dead disk fails every operation (reads too) with an
@@ -54,10 +87,13 @@
 //!   `process_crash` revives it. The operation that meets the crash point has
 //!   no effect.
 //!   Mutating operations are `write_at`, `set_len`, `sync_data`, `sync_all`,
-//!   creating a file (by `open_file` or `try_lock`), `rename`, `remove_file`
-//!   and `sync_dir`; each call counts once it gets past the dead and
-//!   stale-handle checks, whatever its outcome (`ENOSPC`, `NotFound`, ...).
-//!   `sync_data`, `sync_all` and `sync_dir` are the syncs.
+//!   creating a file (by `open_file` or `try_lock`), creating a directory
+//!   (`create_dir_all` counts once per directory it makes, nothing for those
+//!   that exist), `rename`, `remove_file`, `remove_dir` and `sync_dir`; each
+//!   call counts once it gets past the dead and stale-handle checks, whatever
+//!   its outcome (`ENOSPC`, `NotFound`, ...); a creation counts once it knows
+//!   the name is missing. `sync_data`, `sync_all` and `sync_dir` are the
+//!   syncs.
 //! * **Faults**: [`SimDisk::fail_sync_at`] (`EIO`, with Linux's semantics: the
 //!   file's pending writes are dropped from what can ever become durable, though
 //!   they stay readable until the next crash), [`SimDisk::set_disk_full`]
@@ -74,21 +110,25 @@
 //!
 //! # What is not modeled
 //!
-//! * Directories themselves are durable as soon as `create_dir_all` creates
-//!   them and are never lost; directories cannot be removed or renamed.
-//!   `create_dir_all` is not a counted mutating operation.
+//! * Directories cannot be renamed. A directory has no state besides its
+//!   entries (no `.`/`..`, link counts, metadata): making one durable takes
+//!   only the sync of its parent.
 //! * No journaling side effects: an `fsync` of a file does not make directory
 //!   entries durable, and entry changes of different directories are
-//!   independent (real file systems are often kinder).
+//!   independent (real file systems are often kinder): a rename across
+//!   directories is not atomic, and a directory's removal may reach the
+//!   medium while removals inside it did not (the directory is then gone with
+//!   them, which is what keeping them would have given).
 //! * A sync of a directory that fails with `EIO` leaves its durable entries as
 //!   they were; the pending changes may still reach the medium later.
-//! * No hard links, symlinks, permissions, timestamps, sparse files (holes are
-//!   stored zeros) or memory maps (`map()` returns `Ok(None)`).
+//! * No hard links (beyond two names kept by a power loss during a rename
+//!   across directories), symlinks, permissions, timestamps, sparse files
+//!   (holes are stored zeros) or memory maps (`map()` returns `Ok(None)`).
 //! * `write_at` is all-or-nothing in the volatile state (no short writes); each
 //!   call is atomic with respect to other threads (one mutex).
 //! * Files are capped at 4 GiB (`EFBIG` beyond), to catch runaway sizes.
 //! * Paths are normalised lexically (`.` dropped, `..` pops); `""` and `"/"`
-//!   are root directories that always exist.
+//!   are root directories that always exist and cannot be removed.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -156,14 +196,31 @@ impl SplitMix64 {
     }
 }
 
-/// One change of one directory entry: `name` now points at the inode, or is
-/// gone (`None`).
-type EntryChange = (OsString, Option<u64>);
+/// What a directory entry names: a file (inode number) or a subdirectory
+/// (directory number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    File(u64),
+    Dir(u64),
+}
 
+/// One change of one directory entry: `name` now names the entry, or is
+/// gone (`None`).
+type EntryChange = (OsString, Option<Entry>);
+
+/// The directory number of the relative root `""`.
+const ROOT_REL: u64 = 0;
+/// The directory number of the absolute root `"/"`.
+const ROOT_ABS: u64 = 1;
+
+/// One directory, known by its number rather than its path: a directory
+/// made again at the name of one whose removal is still pending is another
+/// directory, and the removed one keeps its state for a power loss that
+/// brings it back.
 #[derive(Default)]
 struct Dir {
-    volatile: BTreeMap<OsString, u64>,
-    durable: BTreeMap<OsString, u64>,
+    volatile: BTreeMap<OsString, Entry>,
+    durable: BTreeMap<OsString, Entry>,
     /// Entry changes since the last successful `sync_dir`, in order; each
     /// inner list is one atomic operation.
     pending: Vec<Vec<EntryChange>>,
@@ -195,7 +252,10 @@ struct Inner {
     list_rng: SplitMix64,
     /// Segment salts (a stream of their own, like listing order).
     salt_rng: SplitMix64,
-    dirs: BTreeMap<PathBuf, Dir>,
+    /// Every directory a crash could still bring back, by number; the roots
+    /// are [`ROOT_REL`] and [`ROOT_ABS`].
+    dirs: BTreeMap<u64, Dir>,
+    next_dir: u64,
     inodes: BTreeMap<u64, Inode>,
     next_ino: u64,
     /// Bumped by every crash; handles from an older epoch are dead.
@@ -256,6 +316,20 @@ fn is_a_dir(path: &Path) -> io::Error {
     io::Error::new(
         io::ErrorKind::IsADirectory,
         format!("simulated disk: {}: is a directory", path.display()),
+    )
+}
+
+fn not_a_dir(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotADirectory,
+        format!("simulated disk: {}: not a directory", path.display()),
+    )
+}
+
+fn not_empty(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::DirectoryNotEmpty,
+        format!("simulated disk: {}: directory not empty", path.display()),
     )
 }
 
@@ -424,43 +498,74 @@ impl Inner {
         }
     }
 
+    /// What `path` names in the volatile (or durable) entries: walks from its
+    /// root through each directory's map of that layer.
+    fn resolve(&self, path: &Path, durable: bool) -> Option<Entry> {
+        let path = norm(path);
+        let root = if path.has_root() { ROOT_ABS } else { ROOT_REL };
+        let mut at = Entry::Dir(root);
+        for c in path.components() {
+            let name = match c {
+                Component::Normal(name) => name,
+                Component::RootDir => continue,
+                _ => return None,
+            };
+            let Entry::Dir(id) = at else {
+                return None; // a file on the way
+            };
+            let dir = self.dirs.get(&id)?;
+            let map = if durable { &dir.durable } else { &dir.volatile };
+            at = *map.get(name)?;
+        }
+        Some(at)
+    }
+
+    /// The directory `path` names in the volatile entries.
+    fn dir_id(&self, path: &Path) -> Option<u64> {
+        match self.resolve(path, false)? {
+            Entry::Dir(id) => Some(id),
+            Entry::File(_) => None,
+        }
+    }
+
     /// The inode a path names in the volatile (or durable) entries.
     fn lookup(&self, path: &Path, durable: bool) -> Option<u64> {
-        let (parent, name) = split(path).ok()?;
-        let dir = self.dirs.get(&parent)?;
-        let map = if durable { &dir.durable } else { &dir.volatile };
-        map.get(&name).copied()
+        match self.resolve(path, durable)? {
+            Entry::File(ino) => Some(ino),
+            Entry::Dir(_) => None,
+        }
     }
 
     /// Applies entry changes to a directory's volatile map and logs them.
-    fn change_entries(&mut self, dir: &Path, changes: Vec<EntryChange>) {
-        let d = self.dirs.get_mut(dir).expect("directory exists");
-        for (name, ino) in &changes {
-            match ino {
-                Some(ino) => d.volatile.insert(name.clone(), *ino),
+    fn change_entries(&mut self, dir: u64, changes: Vec<EntryChange>) {
+        let d = self.dirs.get_mut(&dir).expect("directory exists");
+        for (name, entry) in &changes {
+            match entry {
+                Some(entry) => d.volatile.insert(name.clone(), *entry),
                 None => d.volatile.remove(name),
             };
         }
         d.pending.push(changes);
     }
 
-    /// Opens `path`, creating it if `create`; returns the inode and whether it
-    /// was created. Fails if it exists and `exclusive`.
+    /// Opens `path`, creating it if `create`; returns the inode. Fails if it
+    /// exists and `exclusive`.
     fn open_or_create(&mut self, path: &Path, create: bool, exclusive: bool) -> io::Result<u64> {
         self.alive()?;
         let (parent, name) = split(path)?;
-        if self.dirs.contains_key(&norm(path)) {
-            return Err(is_a_dir(path));
-        }
-        let dir = self.dirs.get(&parent).ok_or_else(|| not_found(path))?;
-        if let Some(&ino) = dir.volatile.get(&name) {
-            if exclusive {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("simulated disk: {}: file exists", path.display()),
-                ));
+        let dir = self.dir_id(&parent).ok_or_else(|| not_found(path))?;
+        match self.dirs[&dir].volatile.get(&name) {
+            Some(Entry::Dir(_)) => return Err(is_a_dir(path)),
+            Some(&Entry::File(ino)) => {
+                if exclusive {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("simulated disk: {}: file exists", path.display()),
+                    ));
+                }
+                return Ok(ino);
             }
-            return Ok(ino);
+            None => {}
         }
         if !create {
             return Err(not_found(path));
@@ -472,13 +577,93 @@ impl Inner {
         let ino = self.next_ino;
         self.next_ino += 1;
         self.inodes.insert(ino, Inode::default());
-        self.change_entries(&parent, vec![(name, Some(ino))]);
+        self.change_entries(dir, vec![(name, Some(Entry::File(ino)))]);
         Ok(ino)
+    }
+
+    /// Creates `dir` and its missing ancestors, outermost first, one
+    /// directory at a time; returns whether `dir` was created.
+    fn make_dirs(&mut self, dir: &Path, how: Mkdir) -> io::Result<bool> {
+        let dir = norm(dir);
+        let mut chain: Vec<&Path> = dir.ancestors().collect();
+        chain.reverse();
+        let mut created = false;
+        for at in chain {
+            let Some(name) = at.file_name() else {
+                continue; // a root
+            };
+            let parent = at.parent().unwrap_or(Path::new(""));
+            let pid = self.dir_id(parent).ok_or_else(|| not_found(at))?;
+            match self.dirs[&pid].volatile.get(name) {
+                Some(Entry::File(_)) => return Err(not_a_dir(at)),
+                Some(&Entry::Dir(id)) => {
+                    created = false;
+                    if how == Mkdir::Durable {
+                        let d = self.dirs.get_mut(&pid).expect("directory exists");
+                        d.durable.insert(name.to_owned(), Entry::Dir(id));
+                    }
+                    continue;
+                }
+                None => {}
+            }
+            if how == Mkdir::Pending {
+                self.mutation(false)?;
+                if self.disk_full {
+                    return Err(enospc());
+                }
+            }
+            let id = self.next_dir;
+            self.next_dir += 1;
+            self.dirs.insert(id, Dir::default());
+            let entry = (name.to_owned(), Some(Entry::Dir(id)));
+            match how {
+                Mkdir::Pending => self.change_entries(pid, vec![entry]),
+                Mkdir::Durable => {
+                    let d = self.dirs.get_mut(&pid).expect("directory exists");
+                    d.volatile.insert(name.to_owned(), Entry::Dir(id));
+                    d.durable.insert(name.to_owned(), Entry::Dir(id));
+                }
+            }
+            created = true;
+        }
+        Ok(created)
+    }
+
+    /// The directories and inodes reachable from the roots through the
+    /// durable entries, or, if `all`, through every entry a later power loss
+    /// could still make durable (volatile entries and pending changes too).
+    fn reachable(&self, all: bool) -> (BTreeSet<u64>, BTreeSet<u64>) {
+        let mut dirs = BTreeSet::new();
+        let mut inodes = BTreeSet::new();
+        let mut todo = vec![ROOT_REL, ROOT_ABS];
+        while let Some(id) = todo.pop() {
+            if !dirs.insert(id) {
+                continue;
+            }
+            let Some(d) = self.dirs.get(&id) else {
+                continue;
+            };
+            let mut entries: Vec<Entry> = d.durable.values().copied().collect();
+            if all {
+                entries.extend(d.volatile.values().copied());
+                entries.extend(d.pending.iter().flatten().filter_map(|(_, e)| *e));
+            }
+            for entry in entries {
+                match entry {
+                    Entry::Dir(sub) => todo.push(sub),
+                    Entry::File(ino) => {
+                        inodes.insert(ino);
+                    }
+                }
+            }
+        }
+        (dirs, inodes)
     }
 
     /// The crash itself: `mode` is `None` for a process crash.
     fn crash(&mut self, mode: Option<LossMode>) {
         if let Some(mode) = mode {
+            // Every directory, also a removed one whose removal may be lost.
             for dir in self.dirs.values_mut() {
                 let n = dir.pending.len() as u64;
                 let keep = match mode {
@@ -487,9 +672,9 @@ impl Inner {
                     LossMode::DropAll => 0,
                 };
                 for changes in &dir.pending[..to_usize(keep)] {
-                    for (name, ino) in changes {
-                        match ino {
-                            Some(ino) => dir.durable.insert(name.clone(), *ino),
+                    for (name, entry) in changes {
+                        match entry {
+                            Some(entry) => dir.durable.insert(name.clone(), *entry),
                             None => dir.durable.remove(name),
                         };
                     }
@@ -497,12 +682,11 @@ impl Inner {
                 dir.pending.clear();
                 dir.volatile = dir.durable.clone();
             }
-            let reachable: BTreeSet<u64> = self
-                .dirs
-                .values()
-                .flat_map(|d| d.durable.values().copied())
-                .collect();
-            self.inodes.retain(|ino, _| reachable.contains(ino));
+            // A directory whose entry did not survive is lost with all it
+            // holds; a file survives if any durable name reaches it.
+            let (dirs, inodes) = self.reachable(false);
+            self.dirs.retain(|id, _| dirs.contains(id));
+            self.inodes.retain(|ino, _| inodes.contains(ino));
             for inode in self.inodes.values_mut() {
                 let content = after_power_loss(inode, mode, &mut self.rng);
                 inode.durable = content.clone();
@@ -510,21 +694,11 @@ impl Inner {
                 inode.pending.clear();
             }
         } else {
-            // Keep every inode a later power loss could still make reachable:
-            // named by a durable or volatile entry or by a pending change.
-            let referenced: BTreeSet<u64> = self
-                .dirs
-                .values()
-                .flat_map(|d| {
-                    let pending = d.pending.iter().flatten().filter_map(|(_, ino)| *ino);
-                    d.durable
-                        .values()
-                        .chain(d.volatile.values())
-                        .copied()
-                        .chain(pending)
-                })
-                .collect();
-            self.inodes.retain(|ino, _| referenced.contains(ino));
+            // Keep every directory and inode a later power loss could still
+            // make reachable.
+            let (dirs, inodes) = self.reachable(true);
+            self.dirs.retain(|id, _| dirs.contains(id));
+            self.inodes.retain(|ino, _| inodes.contains(ino));
         }
         let inodes = &self.inodes;
         self.flips.retain(|f| inodes.contains_key(&f.ino));
@@ -538,19 +712,32 @@ impl Inner {
     }
 }
 
+/// How [`Inner::make_dirs`] makes a missing directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mkdir {
+    /// As `mkdir(2)`: each directory made is a counted mutating operation,
+    /// fails with `ENOSPC` on a full disk, and its entry is a pending change
+    /// of its parent.
+    Pending,
+    /// Setup: entries are durable at once (also those of existing
+    /// directories on the way); nothing is counted or refused.
+    Durable,
+}
+
 impl SimDisk {
     /// A new, empty disk whose randomness all derives from `seed`. The root
     /// directories `""` and `"/"` exist.
     pub fn new(seed: u64) -> SimDisk {
         let mut dirs = BTreeMap::new();
-        dirs.insert(PathBuf::new(), Dir::default());
-        dirs.insert(PathBuf::from("/"), Dir::default());
+        dirs.insert(ROOT_REL, Dir::default());
+        dirs.insert(ROOT_ABS, Dir::default());
         let inner = Inner {
             seed,
             rng: SplitMix64(seed),
             list_rng: SplitMix64(seed ^ 0xA076_1D64_78BD_642F),
             salt_rng: SplitMix64(seed ^ 0xE703_7ED1_A0B4_28DB),
             dirs,
+            next_dir: 2,
             inodes: BTreeMap::new(),
             next_ino: 1,
             epoch: 0,
@@ -748,45 +935,46 @@ impl SimDisk {
         Some(g.inodes[&ino].durable.clone())
     }
 
-    /// The names in directory `path` (files in the volatile entries and
-    /// subdirectories), sorted; empty if there is no such directory. Works on
-    /// a dead disk; counts nothing.
+    /// The names in directory `path` (files and subdirectories) in the
+    /// volatile entries, sorted; empty if there is no such directory. Works
+    /// on a dead disk; counts nothing.
     pub fn list(&self, path: impl AsRef<Path>) -> Vec<String> {
         self.list_layer(path.as_ref(), false)
     }
 
-    /// Like [`SimDisk::list`] but for the durable entries.
+    /// Like [`SimDisk::list`] but for the durable entries: the names that
+    /// [`LossMode::DropAll`] would leave in the directory the durable
+    /// entries name at `path` (empty if the directory itself would be lost).
     pub fn list_durable(&self, path: impl AsRef<Path>) -> Vec<String> {
         self.list_layer(path.as_ref(), true)
     }
 
     fn list_layer(&self, path: &Path, durable: bool) -> Vec<String> {
         let g = self.lock();
-        let dir = norm(path);
-        let Some(d) = g.dirs.get(&dir) else {
+        let Some(Entry::Dir(id)) = g.resolve(path, durable) else {
             return Vec::new();
         };
+        let d = &g.dirs[&id];
         let map = if durable { &d.durable } else { &d.volatile };
-        let mut names: Vec<String> = map
-            .keys()
+        // BTreeMap keys: already sorted.
+        map.keys()
             .map(|n| n.to_string_lossy().into_owned())
-            .collect();
-        names.extend(child_dirs(&g.dirs, &dir));
-        names.sort();
-        names
+            .collect()
     }
 
     /// Puts a file with `bytes` at `path`, durably (content and entry), making
-    /// missing parent directories: a way to lay out a crafted directory.
-    /// Replaces an existing file. Works on a dead disk; counts nothing.
+    /// missing parent directories as [`SimDisk::mkdir_durable`] does: a way to
+    /// lay out a crafted directory. Replaces an existing file. Works on a dead
+    /// disk; counts nothing.
     pub fn put_file(&self, path: impl AsRef<Path>, bytes: &[u8]) -> io::Result<()> {
         let path = path.as_ref();
         let (parent, name) = split(path)?;
         let mut g = self.lock();
-        if g.dirs.contains_key(&norm(path)) {
+        if let Some(Entry::Dir(_)) = g.resolve(path, false) {
             return Err(is_a_dir(path));
         }
-        make_dirs(&mut g, &parent, false)?;
+        g.make_dirs(&parent, Mkdir::Durable)?;
+        let dir = g.dir_id(&parent).expect("directory exists");
         let ino = g.next_ino;
         g.next_ino += 1;
         g.inodes.insert(
@@ -797,49 +985,25 @@ impl SimDisk {
                 pending: Vec::new(),
             },
         );
-        let d = g.dirs.get_mut(&parent).expect("directory exists");
-        d.volatile.insert(name.clone(), ino);
-        d.durable.insert(name, ino);
+        let d = g.dirs.get_mut(&dir).expect("directory exists");
+        d.volatile.insert(name.clone(), Entry::File(ino));
+        d.durable.insert(name, Entry::File(ino));
         Ok(())
     }
-}
 
-/// Names of the subdirectories of `dir`.
-fn child_dirs<'a>(
-    dirs: &'a BTreeMap<PathBuf, Dir>,
-    dir: &'a Path,
-) -> impl Iterator<Item = String> + 'a {
-    dirs.keys()
-        .filter(move |k| k.parent() == Some(dir))
-        .filter_map(|k| k.file_name().map(|n| n.to_string_lossy().into_owned()))
-}
-
-/// Creates `dir` and its missing ancestors; returns whether `dir` was created.
-fn make_dirs(g: &mut Inner, dir: &Path, check_full: bool) -> io::Result<bool> {
-    let dir = norm(dir);
-    if g.dirs.contains_key(&dir) {
-        return Ok(false);
+    /// Makes the directory `path` and its missing ancestors with durable
+    /// entries, as if each parent had been synced right after (nothing else
+    /// becomes durable); an existing directory on the way whose entry is still
+    /// pending gets a durable entry too. A setup helper for a test that makes
+    /// a directory itself before handing it to the engine: a directory made
+    /// by [`Storage::create_dir_all`] is lost on power loss until its parent
+    /// is synced. Meant for setting up, not in the middle of pending changes
+    /// to the same names. Works on a dead disk; counts nothing; fails with
+    /// [`io::ErrorKind::NotADirectory`] if a file is in the way.
+    pub fn mkdir_durable(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        self.lock().make_dirs(path.as_ref(), Mkdir::Durable)?;
+        Ok(())
     }
-    let mut chain: Vec<&Path> = dir.ancestors().collect();
-    chain.reverse();
-    for a in chain {
-        if g.dirs.contains_key(a) {
-            continue;
-        }
-        let (parent, name) = split(a)?;
-        let parent_dir = g.dirs.get(&parent).ok_or_else(|| not_found(a))?;
-        if parent_dir.volatile.contains_key(&name) {
-            return Err(io::Error::new(
-                io::ErrorKind::NotADirectory,
-                format!("simulated disk: {}: not a directory", a.display()),
-            ));
-        }
-        if check_full && g.disk_full {
-            return Err(enospc());
-        }
-        g.dirs.insert(a.to_path_buf(), Dir::default());
-    }
-    Ok(true)
 }
 
 impl fmt::Debug for SimDisk {
@@ -859,28 +1023,22 @@ impl Storage for SimDisk {
     fn create_dir_all(&self, dir: &Path) -> io::Result<bool> {
         let mut g = self.lock();
         g.alive()?;
-        make_dirs(&mut g, dir, true)
+        g.make_dirs(dir, Mkdir::Pending)
     }
 
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut g = self.lock();
         g.alive()?;
-        let path = norm(dir);
-        let Some(d) = g.dirs.get(&path) else {
-            if g.lookup(dir, false).is_some() {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotADirectory,
-                    format!("simulated disk: {}: not a directory", dir.display()),
-                ));
-            }
-            return Err(not_found(dir));
+        let id = match g.resolve(dir, false) {
+            Some(Entry::Dir(id)) => id,
+            Some(Entry::File(_)) => return Err(not_a_dir(dir)),
+            None => return Err(not_found(dir)),
         };
-        let mut names: Vec<String> = d
+        let mut names: Vec<String> = g.dirs[&id]
             .volatile
             .keys()
             .map(|n| n.to_string_lossy().into_owned())
             .collect();
-        names.extend(child_dirs(&g.dirs, &path));
         // readdir order is unspecified; callers must not rely on it.
         g.list_rng.shuffle(&mut names);
         Ok(names)
@@ -909,24 +1067,36 @@ impl Storage for SimDisk {
         let (from_dir, from_name) = split(from)?;
         let (to_dir, to_name) = split(to)?;
         g.mutation(false)?;
-        if from_dir != to_dir {
-            return Err(io::Error::new(
-                io::ErrorKind::CrossesDevices,
-                "simulated disk: rename across directories is not supported",
-            ));
-        }
-        if g.dirs.contains_key(&norm(from)) {
+        let source = g.resolve(from, false);
+        let target = g.resolve(to, false);
+        if let Some(Entry::Dir(_)) = source {
+            // Renaming directories is not modeled.
             return Err(is_a_dir(from));
         }
-        if g.dirs.contains_key(&norm(to)) {
+        if let Some(Entry::Dir(_)) = target {
             return Err(is_a_dir(to));
         }
-        let d = g.dirs.get(&from_dir).ok_or_else(|| not_found(from))?;
-        let ino = *d.volatile.get(&from_name).ok_or_else(|| not_found(from))?;
-        if from_name == to_name {
+        let Some(Entry::File(ino)) = source else {
+            return Err(not_found(from));
+        };
+        let src = g.dir_id(&from_dir).expect("the source's directory exists");
+        let dst = g.dir_id(&to_dir).ok_or_else(|| not_found(to))?;
+        if target == source {
+            // Two names of one file (a power loss kept both names of a
+            // rename across directories): POSIX rename does nothing.
             return Ok(());
         }
-        g.change_entries(&from_dir, vec![(to_name, Some(ino)), (from_name, None)]);
+        if src == dst {
+            g.change_entries(
+                src,
+                vec![(to_name, Some(Entry::File(ino))), (from_name, None)],
+            );
+        } else {
+            // Two directories, two independent pending changes: power loss
+            // may keep either, both or neither.
+            g.change_entries(dst, vec![(to_name, Some(Entry::File(ino)))]);
+            g.change_entries(src, vec![(from_name, None)]);
+        }
         Ok(())
     }
 
@@ -935,31 +1105,44 @@ impl Storage for SimDisk {
         g.alive()?;
         let (dir, name) = split(path)?;
         g.mutation(false)?;
-        if g.dirs.contains_key(&norm(path)) {
-            return Err(is_a_dir(path));
+        match g.resolve(path, false) {
+            Some(Entry::File(_)) => {}
+            Some(Entry::Dir(_)) => return Err(is_a_dir(path)),
+            None => return Err(not_found(path)),
         }
-        let d = g.dirs.get(&dir).ok_or_else(|| not_found(path))?;
-        if !d.volatile.contains_key(&name) {
-            return Err(not_found(path));
-        }
-        g.change_entries(&dir, vec![(name, None)]);
+        let id = g.dir_id(&dir).expect("the file's directory exists");
+        g.change_entries(id, vec![(name, None)]);
         Ok(())
     }
 
     fn remove_dir(&self, dir: &Path) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("simulated disk: {}: cannot remove directories", dir.display()),
-        ))
+        let mut g = self.lock();
+        g.alive()?;
+        let (parent, name) = split(dir)?;
+        g.mutation(false)?;
+        let id = match g.resolve(dir, false) {
+            Some(Entry::Dir(id)) => id,
+            Some(Entry::File(_)) => return Err(not_a_dir(dir)),
+            None => return Err(not_found(dir)),
+        };
+        if !g.dirs[&id].volatile.is_empty() {
+            return Err(not_empty(dir));
+        }
+        // The directory keeps its durable entries and pending changes: a
+        // power loss that drops this removal brings it back as they say.
+        let pid = g.dir_id(&parent).expect("the directory's parent exists");
+        g.change_entries(pid, vec![(name, None)]);
+        Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut g = self.lock();
         let fail = g.mutation(true)?;
-        let d = g.dirs.get_mut(&norm(dir)).ok_or_else(|| not_found(dir))?;
+        let id = g.dir_id(dir).ok_or_else(|| not_found(dir))?;
         if fail {
             return Err(eio());
         }
+        let d = g.dirs.get_mut(&id).expect("directory exists");
         d.durable = d.volatile.clone();
         d.pending.clear();
         Ok(())
@@ -987,7 +1170,7 @@ impl Storage for SimDisk {
 
     fn is_dir(&self, path: &Path) -> bool {
         let g = self.lock();
-        !g.dead && g.dirs.contains_key(&norm(path))
+        !g.dead && matches!(g.resolve(path, false), Some(Entry::Dir(_)))
     }
 
     /// Seeded salts, so that a scenario replays exactly from its seed.
