@@ -6,7 +6,11 @@
 //!
 //! [`LogView::open`] looks at a log directory without opening it for
 //! writing. It never creates anything: a missing directory, or one without
-//! segment files, is an error.
+//! segment files, is an error. Segment files live in group directories of
+//! the log directory (`BASE-GROUP.group/BASE-SEQ.seg`, 64 segments to a
+//! group, see [`crate::names::group_dir_name`]); unlike `Log::open`, which
+//! lists only the first and last groups, a view lists every group and reads
+//! every segment's header.
 //!
 //! * If no process holds the writer's lock (`durq.lock`), the view takes it
 //!   and **holds it until the view is dropped**, so that no writer can open,
@@ -29,15 +33,20 @@
 //! # Analysis and salvage
 //!
 //! [`LogView::analyze`] reads every record of every segment and checks every
-//! checksum, every cursor file and every journal entry. Damage that is not a
+//! checksum, every cursor file and every journal entry, and reports every
+//! breach of the rules of the group layout (a group or segment missing, a
+//! segment in the wrong group, an empty group between others, a foreign
+//! file in a group, a segment file of an older format lying directly in the
+//! log directory), naming the files. Damage that is not a
 //! torn tail is located exactly: which byte ranges are bad and which offsets
 //! cannot be read any more. [`LogView::salvage`] (the explicit
 //! `durq recover --salvage`) acts on that analysis: it keeps every record
 //! that is still readable, never renumbers an offset, copies the damaged file
-//! into `DIR/salvage/` and writes in its place a rebuilt segment in which
-//! every lost offset holds a placeholder record
+//! into `DIR/salvage/` and writes in its place (in the same group directory)
+//! a rebuilt segment in which every lost offset holds a placeholder record
 //! ([`crate::record::FLAG_LOST`]); readers report such an offset as
-//! [`Error::Lost`] and consumers skip it.
+//! [`Error::Lost`] and consumers skip it. Salvage never moves files between
+//! directories: breaches of the layout rules are reported as unsalvageable.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -46,6 +55,7 @@ use std::sync::Arc;
 use crate::consumer::{self, ClientEntry};
 use crate::cursor::{self, ClientFiles, JOURNAL_ENTRY_LEN, JOURNAL_LEN, Snapshot};
 use crate::error::{Error, Result};
+use crate::layout::{self, Group};
 use crate::names;
 use crate::record::{
     self, FLAG_END_OF_WRITE, FLAG_LOST, Invalid, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
@@ -199,8 +209,23 @@ pub struct LogView {
     dir: PathBuf,
     writer_active: bool,
     end_hint: Option<u64>,
+    /// Every group directory found (sorted as the engine sorts them).
+    groups: Vec<Group>,
+    /// Every segment file found in a group, by base offset (then number),
+    /// whether or not its header could be read.
+    files: Vec<layout::Listed>,
+    /// The indexes `i` in `files` after which a segment is missing (the
+    /// next file's number is not `files[i]`'s plus one).
+    gaps: Vec<usize>,
+    /// The segments whose header could be read, oldest first.
     segments: Vec<SegmentMeta>,
     header_problems: Vec<Finding>,
+    /// Breaches of the layout rules (see [`crate::layout`]), foreign files
+    /// in group directories, and segment files of older formats.
+    layout_problems: Vec<Finding>,
+    /// Empty groups before the first or after the last segment (the
+    /// remains of an interrupted rollover or retention step).
+    layout_notes: Vec<Finding>,
     temps: Vec<PathBuf>,
     unknown: Vec<PathBuf>,
     salvage_files: usize,
@@ -223,29 +248,219 @@ impl std::fmt::Debug for LogView {
     }
 }
 
+/// Where segment files live, in words for messages.
+const LAYOUT_PHRASE: &str =
+    "segment files live in group directories of the log directory (BASE-GROUP.group/BASE-SEQ.seg)";
+
+/// What the listing of a log directory itself says.
+#[derive(Debug, Default)]
+struct DirListing {
+    /// Group directories, sorted as the engine sorts them.
+    groups: Vec<Group>,
+    /// Segment files lying directly in the log directory (format version
+    /// 2 placed them there; format version 1 also named them `BASE.seg`).
+    old_format: Vec<PathBuf>,
+    temps: Vec<PathBuf>,
+    unknown: Vec<PathBuf>,
+    has_lock_file: bool,
+    has_salvage: bool,
+}
+
+fn list_log_dir(storage: &dyn Storage, dir: &Path) -> Result<DirListing> {
+    let listing = storage
+        .list_dir(dir)
+        .map_err(|e| Error::io("open log directory", dir, e))?;
+    let mut out = DirListing::default();
+    for name in &listing {
+        if let Some((base, number)) = names::parse_group_dir_name(name) {
+            out.groups.push(Group::new(dir, base, number));
+        } else if names::parse_segment_file_name(name).is_some()
+            || names::parse_format1_segment_file_name(name).is_some()
+        {
+            out.old_format.push(dir.join(name));
+        } else if name.ends_with(names::TEMP_SUFFIX) {
+            out.temps.push(dir.join(name));
+        } else if name == names::LOCK_FILE {
+            out.has_lock_file = true;
+        } else if name == SALVAGE_DIR {
+            out.has_salvage = true;
+        } else if name != names::CLIENTS_DIR && name != names::END_HINT_FILE {
+            out.unknown.push(dir.join(name));
+        }
+    }
+    out.groups.sort_unstable();
+    out.old_format.sort();
+    out.temps.sort();
+    out.unknown.sort();
+    Ok(out)
+}
+
+fn is_not_found(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// What listing every group found, and what the layout rules say of it.
+#[derive(Debug, Default)]
+struct GroupsListing {
+    /// The groups that exist (one removed meanwhile by an active writer's
+    /// retention is left out).
+    groups: Vec<Group>,
+    /// Every segment file, by base offset.
+    files: Vec<layout::Listed>,
+    /// The layout rules' verdicts, as [`crate::layout`] gives them.
+    errors: Vec<Error>,
+    problems: Vec<Finding>,
+    notes: Vec<Finding>,
+}
+
+/// Lists every group of the log and applies the layout rules of
+/// [`crate::layout`] to all of them: groups numbered consecutively, each
+/// group's segments consecutive and its own, every group but the first
+/// starting with its first possible segment, every group but the last full.
+/// Empty groups before the first segment or after the last are what an
+/// interrupted rollover or retention step leaves (notes: open removes them,
+/// unless they hold other files, which open refuses); an empty group
+/// between two others and any file in a group that is not a segment are
+/// problems.
+fn list_groups(
+    storage: &dyn Storage,
+    dir: &Path,
+    all: &[Group],
+    writer_active: bool,
+) -> GroupsListing {
+    let mut out = GroupsListing::default();
+    // `None`: the group could not be listed (a problem, reported).
+    let mut listings: Vec<Option<layout::GroupListing>> = Vec::with_capacity(all.len());
+    for g in all {
+        match layout::list_group(storage, g) {
+            Ok(l) => {
+                out.groups.push(g.clone());
+                listings.push(Some(l));
+            }
+            // An active writer's retention removed it since the log
+            // directory was listed: it is no longer part of the log.
+            Err(e) if writer_active && is_not_found(&e) => {}
+            Err(e) => {
+                out.problems.push(error_finding("unreadable", &g.path, &e));
+                out.groups.push(g.clone());
+                listings.push(None);
+            }
+        }
+    }
+    if let Err(e) = layout::check_group_sequence(dir, &out.groups) {
+        out.errors.push(e);
+    }
+    // A group that could not be listed may hold segments: it counts as
+    // holding some.
+    let holds =
+        |l: &Option<layout::GroupListing>| l.as_ref().is_none_or(|l| !l.segments.is_empty());
+    let first = listings.iter().position(holds);
+    let last = listings.iter().rposition(holds);
+    for (i, (g, listing)) in out.groups.iter().zip(listings).enumerate() {
+        let Some(listing) = listing else { continue };
+        let inside = first.is_some_and(|f| i >= f) && last.is_some_and(|l| i <= l);
+        if !inside {
+            // Empty, before the first segment or after the last.
+            if listing.others.is_empty() {
+                if !writer_active {
+                    out.notes.push(finding(
+                        "leftover",
+                        &g.path,
+                        None,
+                        None,
+                        "empty segment group (the remains of an interrupted rollover or \
+                         retention step); open removes it",
+                    ));
+                }
+            } else {
+                for other in &listing.others {
+                    out.problems.push(finding(
+                        "layout",
+                        other,
+                        None,
+                        None,
+                        format!(
+                            "not a durq file, in segment group {} which holds no segment file: \
+                             opening the log refuses such a group",
+                            g.path.display()
+                        ),
+                    ));
+                }
+            }
+            continue;
+        }
+        let starts = first.is_some_and(|f| i > f);
+        let full = last.is_some_and(|l| i < l);
+        if let Err(e) = layout::check_group(g, &listing.segments, starts, full) {
+            out.errors.push(e);
+        }
+        if listing.segments.is_empty() {
+            out.problems.push(finding(
+                "layout",
+                &g.path,
+                None,
+                None,
+                format!(
+                    "segment group {} holds no segment file although groups before and after it \
+                     do: its segments (numbers {} to {}) are missing",
+                    g.number,
+                    g.first_seq(),
+                    g.last_seq()
+                ),
+            ));
+        }
+        for other in &listing.others {
+            out.problems.push(finding(
+                "layout",
+                other,
+                None,
+                None,
+                "not a durq file, in a segment group directory (which holds only segment files, \
+                 BASE-SEQ.seg): move it out of the log directory",
+            ));
+        }
+        out.files.extend(listing.segments);
+    }
+    out.files.sort_unstable();
+    out
+}
+
+/// The finding for a breach of the layout rules found by [`crate::layout`].
+fn layout_finding(e: &Error) -> Finding {
+    match e {
+        Error::Corrupt { path, reason, .. } => finding("layout", path, None, None, reason.clone()),
+        Error::MissingSegment { dir, .. } => finding("layout", dir, None, None, e.to_string()),
+        other => error_finding("layout", Path::new(""), other),
+    }
+}
+
 /// The segment file size of the newest segment of the log in `dir`, or
 /// `None` if `dir` does not exist, holds no segment, or its newest header
-/// cannot be read (opening the log then reports why). Reads only.
+/// cannot be read (opening the log then reports why). Reads only the log
+/// directory and its last groups.
 pub fn existing_segment_size(dir: &Path) -> Option<u64> {
     let storage = FsStorage;
-    let names = storage.list_dir(dir).ok()?;
-    let (base, seq) = names
+    let listing = list_log_dir(&storage, dir).ok()?;
+    // The newest segment is in the last group holding one (empty groups
+    // after it are crash leftovers).
+    let (base, seq, path) = listing
+        .groups
         .iter()
-        .filter_map(|n| names::parse_segment_file_name(n))
-        .max()?;
-    let path = dir.join(names::segment_file_name(base, seq));
+        .rev()
+        .find_map(|g| layout::list_group(&storage, g).ok()?.segments.pop())?;
     recovery::read_segment_meta(&storage, &path, base, seq)
         .ok()
         .map(|m| m.size)
 }
 
-/// Whether `dir` holds at least one segment file (a durq log), counting
-/// files named as format version 1 named them (opening such a log then
-/// reports its version). Reads only.
+/// Whether `dir` holds a durq log: a segment group directory, or a segment
+/// file lying directly in it as older formats placed them (opening such a
+/// log then reports its version). Reads only the log directory.
 pub fn is_log_dir(dir: &Path) -> bool {
     FsStorage.list_dir(dir).is_ok_and(|names| {
         names.iter().any(|n| {
-            names::parse_segment_file_name(n).is_some()
+            names::parse_group_dir_name(n).is_some()
+                || names::parse_segment_file_name(n).is_some()
                 || names::parse_format1_segment_file_name(n).is_some()
         })
     })
@@ -257,6 +472,20 @@ fn read_optional(storage: &dyn Storage, path: &Path) -> Result<Option<Vec<u8>>> 
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The finding for a segment file lying directly in the log directory.
+fn old_format_finding(storage: &dyn Storage, path: &Path) -> Finding {
+    let e = recovery::old_format_error(storage, path);
+    let mut f = error_finding("old_format", path, &e);
+    if let Error::UnsupportedVersion { .. } = e {
+        f.message = format!(
+            "{}; it lies directly in the log directory, as older formats placed segments \
+             (this version's {LAYOUT_PHRASE}), and this version does not read it",
+            f.message
+        );
+    }
+    f
 }
 
 impl LogView {
@@ -272,46 +501,18 @@ impl LogView {
         let end_hint = hint_bytes
             .flatten()
             .and_then(|b| names::decode_end_hint(&b));
-        let listing = storage
-            .list_dir(dir)
-            .map_err(|e| Error::io("open log directory", dir, e))?;
-        let mut bases = Vec::new();
-        let mut format1 = Vec::new();
-        let mut temps = Vec::new();
-        let mut unknown = Vec::new();
-        let mut has_lock_file = false;
-        let mut has_salvage = false;
-        for name in &listing {
-            if let Some(pair) = names::parse_segment_file_name(name) {
-                bases.push(pair);
-            } else if names::parse_format1_segment_file_name(name).is_some() {
-                format1.push(dir.join(name));
-            } else if name.ends_with(names::TEMP_SUFFIX) {
-                temps.push(dir.join(name));
-            } else if name == names::LOCK_FILE {
-                has_lock_file = true;
-            } else if name == SALVAGE_DIR {
-                has_salvage = true;
-            } else if name != names::CLIENTS_DIR && name != names::END_HINT_FILE {
-                unknown.push(dir.join(name));
-            }
-        }
-        format1.sort();
-        if bases.is_empty() {
-            if let Some(old) = format1.first() {
-                // A log of format version 1: say so.
+        let listing = list_log_dir(&*storage, dir)?;
+        if listing.groups.is_empty() {
+            if let Some(old) = listing.old_format.first() {
+                // A log of an older format: say so.
                 return Err(recovery::old_format_error(&*storage, old));
             }
             return Err(Error::InvalidArgument(format!(
-                "{} is not a durq log: it holds no segment files \
-                 (BASE-SEQ.seg)",
+                "{} is not a durq log: it holds no segment group directory ({LAYOUT_PHRASE})",
                 dir.display()
             )));
         }
-        bases.sort_unstable();
-        temps.sort();
-        unknown.sort();
-        let salvage_files = if has_salvage {
+        let salvage_files = if listing.has_salvage {
             storage
                 .list_dir(&dir.join(SALVAGE_DIR))
                 .map_or(0, |v| v.len())
@@ -331,7 +532,7 @@ impl LogView {
                 }
                 Err(e) => return Err(Error::io("lock", &lock_path, e)),
             },
-            Access::ReadOnly if !has_lock_file => (None, false),
+            Access::ReadOnly if !listing.has_lock_file => (None, false),
             Access::ReadOnly => match storage.try_lock_existing(&lock_path) {
                 Ok(g) => (Some(g), false),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => (None, true),
@@ -346,21 +547,56 @@ impl LogView {
             },
         };
 
-        let mut segments = Vec::with_capacity(bases.len());
-        let mut header_problems = Vec::new();
-        // Segment files named as format version 1 named them cannot be
-        // read by this version: each is a problem naming the file.
-        for path in &format1 {
-            let e = recovery::old_format_error(&*storage, path);
-            header_problems.push(error_finding("segment_header", path, &e));
+        // Every group is listed (views read everything), after the lock is
+        // taken or the active writer found.
+        let groups = list_groups(&*storage, dir, &listing.groups, writer_active);
+        let mut layout_problems = groups.problems;
+        // Segment files where older formats placed them cannot be read by
+        // this version: each is a problem naming the file.
+        for path in &listing.old_format {
+            layout_problems.push(old_format_finding(&*storage, path));
         }
-        for (base, seq) in bases {
+        let mut files = Vec::with_capacity(groups.files.len());
+        let mut segments = Vec::with_capacity(groups.files.len());
+        let mut header_problems = Vec::new();
+        for (base, seq, path) in groups.files {
             // Every header is read here (views read everything): one that
             // disagrees with its file name is a problem naming the file.
-            let path = dir.join(names::segment_file_name(base, seq));
             match recovery::read_segment_meta(&*storage, &path, base, seq) {
                 Ok(m) => segments.push(m),
+                // Removed by an active writer's retention meanwhile.
+                Err(e) if writer_active && is_not_found(&e) => continue,
                 Err(e) => header_problems.push(error_finding("segment_header", &path, &e)),
+            }
+            files.push((base, seq, path));
+        }
+        if files.is_empty() {
+            if let Some(old) = listing.old_format.first() {
+                return Err(recovery::old_format_error(&*storage, old));
+            }
+            return Err(Error::InvalidArgument(format!(
+                "{} holds no durq segment: its segment group directories hold no segment file \
+                 ({LAYOUT_PHRASE})",
+                dir.display()
+            )));
+        }
+        let gaps: Vec<usize> = files
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| w[1].1 != w[0].1.wrapping_add(1))
+            .map(|(i, _)| i)
+            .collect();
+        // A segment the layout rules find missing is reported once, by the
+        // analysis of the gap it leaves (with the offsets it makes
+        // unreadable); other breaches as the rules word them.
+        let in_gap = |seq: u64| {
+            gaps.iter()
+                .any(|&i| files[i].1 < seq && seq < files[i + 1].1)
+        };
+        for e in &groups.errors {
+            match e {
+                Error::MissingSegment { expected_seq, .. } if in_gap(*expected_seq) => {}
+                e => layout_problems.push(layout_finding(e)),
             }
         }
         let first = segments.first().map_or(0, |m| m.base);
@@ -369,10 +605,15 @@ impl LogView {
             dir: dir.to_owned(),
             writer_active,
             end_hint,
+            groups: groups.groups,
+            files,
+            gaps,
             segments,
             header_problems,
-            temps,
-            unknown,
+            layout_problems,
+            layout_notes: groups.notes,
+            temps: listing.temps,
+            unknown: listing.unknown,
             salvage_files,
             first,
             end: first,
@@ -581,36 +822,42 @@ impl LogView {
             ..Analysis::default()
         };
         a.problems.extend(self.header_problems.iter().cloned());
-        let n = self.segments.len();
-        for (i, meta) in self.segments.iter().enumerate() {
-            let next = self.segments.get(i + 1);
-            if let Some(next) = next
-                && next.seq != meta.seq + 1
-            {
-                let msg = format!(
-                    "segment missing after this one: the next segment should be number {}, found {} \
-                     (number {}); offsets from this segment's end to {} are unreadable",
-                    meta.seq + 1,
-                    next.path.display(),
-                    next.seq,
-                    next.base
-                );
-                a.problems
-                    .push(finding("missing_segment", &meta.path, None, None, msg));
+        a.problems.extend(self.layout_problems.iter().cloned());
+        a.notes.extend(self.layout_notes.iter().cloned());
+        let metas: std::collections::HashMap<&Path, &SegmentMeta> = self
+            .segments
+            .iter()
+            .map(|m| (m.path.as_path(), m))
+            .collect();
+        let n = self.files.len();
+        for (i, (_, _, path)) in self.files.iter().enumerate() {
+            let gap = self.gaps.contains(&i);
+            if gap {
+                a.problems.push(finding(
+                    "missing_segment",
+                    path,
+                    None,
+                    None,
+                    self.gap_message(i),
+                ));
                 a.missing.push(i);
             }
+            // A segment whose header could not be read is a problem
+            // already reported.
+            let Some(&meta) = metas.get(path.as_path()) else {
+                continue;
+            };
             let role = if i + 1 == n {
                 if self.writer_active {
                     Role::Bounded { bound: self.end }
                 } else {
                     Role::Last
                 }
+            } else if gap {
+                Role::Sealed { next_base: None }
             } else {
-                match next {
-                    Some(nx) if nx.seq == meta.seq + 1 => Role::Sealed {
-                        next_base: Some(nx.base),
-                    },
-                    _ => Role::Sealed { next_base: None },
+                Role::Sealed {
+                    next_base: Some(self.files[i + 1].0),
                 }
             };
             let bytes = match recovery::read_whole(&*self.storage, &meta.path) {
@@ -669,6 +916,49 @@ impl LogView {
         }
         self.check_clients(&mut a);
         a
+    }
+
+    /// What is wrong at gap `i` (after `files[i]`), in words: the missing
+    /// numbers, the offsets made unreadable, and the group directories
+    /// that should hold the missing segments but do not exist.
+    fn gap_message(&self, i: usize) -> String {
+        let (_, seq, _) = &self.files[i];
+        let (next_base, next_seq, next_path) = &self.files[i + 1];
+        let expected = seq.wrapping_add(1);
+        let mut msg = format!(
+            "segment missing after this one: the next segment should be number {expected}, \
+             found {} (number {next_seq}); offsets from this segment's end to {next_base} are \
+             unreadable",
+            next_path.display()
+        );
+        if *next_seq > expected {
+            // Groups that would hold the missing segments and have no
+            // directory at all.
+            let (lo, hi) = (names::group_of(expected), names::group_of(next_seq - 1));
+            let present: std::collections::BTreeSet<u64> =
+                self.groups.iter().map(|g| g.number).collect();
+            let absent = (hi - lo + 1) - present.range(lo..=hi).count() as u64;
+            if let Some(g) = (lo..=hi).find(|g| !present.contains(g)) {
+                let name = format!(
+                    "BASE-{g:0width$}{}",
+                    names::GROUP_SUFFIX,
+                    width = names::SEGMENT_NAME_DIGITS
+                );
+                if absent == 1 {
+                    msg.push_str(&format!(
+                        "; segment group {g} has no directory ({name}) in {}",
+                        self.dir.display()
+                    ));
+                } else {
+                    msg.push_str(&format!(
+                        "; {absent} segment groups have no directory in {}, the first being \
+                         group {g} ({name})",
+                        self.dir.display()
+                    ));
+                }
+            }
+        }
+        msg
     }
 
     fn check_clients(&self, a: &mut Analysis) {
@@ -879,9 +1169,14 @@ impl LogView {
     /// (written, synced, directory synced); a rebuilt segment with the same
     /// header, every readable record copied verbatim and a placeholder
     /// ([`FLAG_LOST`]) at every lost offset is written to a temporary file
-    /// and synced, renamed over the segment, and the directory is synced. A
-    /// single missing segment between two others is recreated holding only
-    /// placeholders. Anything else is reported as not salvageable.
+    /// in the log directory and synced, renamed over the segment in its
+    /// group directory, and the group directory and the log directory are
+    /// synced. A single missing segment between two others is recreated
+    /// holding only placeholders, in the group directory its number belongs
+    /// to (created, as the engine creates one, if it is the group's first
+    /// segment and the group has no directory). Anything else (a header
+    /// that cannot be read, a breach of the layout rules, a segment file of
+    /// an older format) is reported as not salvageable.
     ///
     /// Executing requires a view opened with [`Access::Exclusive`].
     pub fn salvage(&self, analysis: &Analysis, execute: bool) -> Result<SalvageReport> {
@@ -907,8 +1202,26 @@ impl LogView {
                 ),
             ));
         }
+        for p in &self.layout_problems {
+            let remedy = if p.kind == "old_format" {
+                "this version neither reads nor converts segments of older formats: move the file \
+                 out of the log directory by hand"
+            } else {
+                "salvage does not move, rename or remove files and directories: put them where \
+                 the layout rules want them by hand (see docs/recovery.md)"
+            };
+            out.unsalvageable.push(finding(
+                p.kind,
+                &p.file,
+                p.position,
+                None,
+                format!("{}; {remedy}", p.message),
+            ));
+        }
         for p in &analysis.problems {
-            if p.kind == "unreadable" && p.file.extension().is_some_and(|e| e == "seg") {
+            let segment_or_group = p.file.extension().is_some_and(|e| e == "seg")
+                || self.groups.iter().any(|g| g.path == p.file);
+            if p.kind == "unreadable" && segment_or_group {
                 out.unsalvageable.push(p.clone());
             }
         }
@@ -1005,7 +1318,7 @@ impl LogView {
         if execute {
             let aside = self.set_aside(&meta.path, &bytes, &action)?;
             action.set_aside = Some(aside);
-            self.replace_segment(&meta.path, &buf)?;
+            self.place_segment(layout::group_dir_of(&meta.path), &meta.path, &buf)?;
         }
         Ok(Ok(action))
     }
@@ -1016,26 +1329,38 @@ impl LogView {
         i: usize,
         execute: bool,
     ) -> Result<std::result::Result<SalvageAction, Finding>> {
-        let prev = &self.segments[i];
-        let next = &self.segments[i + 1];
+        let (_, prev_seq, prev_path) = &self.files[i];
+        let (next_base, next_seq, next_path) = &self.files[i + 1];
+        let (prev_seq, next_seq, next_base) = (*prev_seq, *next_seq, *next_base);
         let fail = |why: String| {
             Ok(Err(finding(
                 "missing_segment",
-                &prev.path,
+                prev_path,
                 None,
                 None,
                 format!("segment missing after this one cannot be recreated automatically: {why}"),
             )))
         };
-        if next.seq != prev.seq + 2 {
+        if next_seq <= prev_seq {
             return fail(format!(
-                "{} segments are missing (numbers {} to {}) and their first offsets are unknown",
-                next.seq.saturating_sub(prev.seq + 1),
-                prev.seq + 1,
-                next.seq.saturating_sub(1)
+                "the segment after it, {}, carries number {next_seq}, not a number above this \
+                 one's ({prev_seq})",
+                next_path.display()
             ));
         }
-        let Some(prev_report) = analysis.segments.iter().find(|s| s.path == prev.path) else {
+        if next_seq != prev_seq + 2 {
+            return fail(format!(
+                "{} segments are missing (numbers {} to {}) and their first offsets are unknown",
+                next_seq - prev_seq - 1,
+                prev_seq + 1,
+                next_seq - 1
+            ));
+        }
+        let meta_of = |path: &Path| self.segments.iter().find(|m| m.path == path);
+        let (Some(prev), Some(prev_report)) = (
+            meta_of(prev_path),
+            analysis.segments.iter().find(|s| &s.path == prev_path),
+        ) else {
             return fail("the segment before it could not be read".into());
         };
         if prev_report.status != SegmentStatus::Clean {
@@ -1045,15 +1370,52 @@ impl LogView {
             );
         }
         let base = prev_report.end_offset;
-        if base >= next.base {
+        if base >= next_base {
             return fail(format!(
                 "the segment before it ends at offset {base}, not below the next segment's first \
-                 offset {}",
-                next.base
+                 offset {next_base}"
             ));
         }
-        let size = prev.size.max(next.size);
-        let lost = Span::new(base..next.base);
+        // The group directory it belongs in; a group it would be the first
+        // segment of is named after its base offset.
+        let seq = prev_seq + 1;
+        let number = names::group_of(seq);
+        let mut named = self.groups.iter().filter(|g| g.number == number);
+        let group = match (named.next(), named.next()) {
+            (Some(_), Some(_)) => {
+                return fail(format!(
+                    "more than one directory is named as segment group {number}"
+                ));
+            }
+            (Some(g), None) if seq == g.first_seq() && g.base != base => {
+                return fail(format!(
+                    "it would be the first segment of group {}, whose name says that segment \
+                     starts at offset {}, but the segment before it ends at offset {base}",
+                    g.path.display(),
+                    g.base
+                ));
+            }
+            (Some(g), None) => g.clone(),
+            (None, _) if seq == names::group_of(seq) * names::SEGMENTS_PER_GROUP => {
+                Group::new(&self.dir, base, number)
+            }
+            (None, _) => {
+                return fail(format!(
+                    "segment group {number}, where it belongs, has no directory, and the \
+                     segment is not the group's first (whose base offset names the group)"
+                ));
+            }
+        };
+        let path = group.segment_path(base, seq);
+        if self.storage.exists(&path) {
+            return fail(format!(
+                "{} exists but was not listed (its group could not be listed)",
+                path.display()
+            ));
+        }
+        let next_size = meta_of(next_path).map_or(prev.size, |m| m.size);
+        let size = prev.size.max(next_size);
+        let lost = Span::new(base..next_base);
         let need = SEGMENT_HEADER_LEN as u64 + lost.len().saturating_mul(RECORD_HEADER_LEN as u64);
         if need > size {
             return fail(format!(
@@ -1061,7 +1423,6 @@ impl LogView {
                 lost.len()
             ));
         }
-        let path = self.dir.join(names::segment_file_name(base, prev.seq + 1));
         let action = SalvageAction {
             kind: "recreated",
             segment: path.clone(),
@@ -1075,7 +1436,7 @@ impl LogView {
         if execute {
             let meta = SegmentMeta {
                 base,
-                seq: prev.seq + 1,
+                seq,
                 salt: crate::segment::random_salt(),
                 size,
                 path: path.clone(),
@@ -1098,7 +1459,7 @@ impl LogView {
                 );
             }
             buf.resize(size as usize, 0);
-            self.replace_segment(&path, &buf)?;
+            self.place_segment(&group.path, &path, &buf)?;
         }
         Ok(Ok(action))
     }
@@ -1177,30 +1538,42 @@ impl LogView {
         Ok(target)
     }
 
-    /// Writes `buf` as `path` crash-safely: temp file, sync, rename, sync
-    /// the directory.
-    fn replace_segment(&self, path: &Path, buf: &[u8]) -> Result<()> {
+    /// Writes `buf` as the segment file `path` in the group directory
+    /// `group` crash-safely, in the order the engine creates a segment: the
+    /// group directory is created if it does not exist, the bytes are
+    /// written to a temporary file in the log directory (which open removes
+    /// if this is interrupted) and synced, the file is renamed into the
+    /// group (replacing the segment there, if any, atomically), and the
+    /// group directory and then the log directory are synced, so that the
+    /// segment's entry and its group's are both durable.
+    fn place_segment(&self, group: &Path, path: &Path, buf: &[u8]) -> Result<()> {
         let storage = &*self.storage;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".salvage");
-        tmp.push(names::TEMP_SUFFIX);
-        let tmp = PathBuf::from(tmp);
-        let _ = storage.remove_file(&tmp);
-        let f = storage
+        let made_group = storage
+            .create_dir_all(group)
+            .map_err(|e| Error::io("create directory", group, e))?;
+        let tmp = crate::segment::temp_path(&self.dir, "salvage");
+        let written = storage
             .open_file(&tmp, OpenMode::CreateNew)
-            .map_err(|e| Error::io("create", &tmp, e))?;
-        let done = f.write_at(buf, 0).and_then(|()| f.sync_all());
-        drop(f);
-        if let Err(e) = done {
+            .and_then(|f| f.write_at(buf, 0).and_then(|()| f.sync_all()))
+            .map_err(|e| Error::io("write rebuilt segment", &tmp, e))
+            .and_then(|()| {
+                storage
+                    .rename(&tmp, path)
+                    .map_err(|e| Error::io("rename rebuilt segment to", path, e))
+            });
+        if let Err(e) = written {
             let _ = storage.remove_file(&tmp);
-            return Err(Error::io("write rebuilt segment", &tmp, e));
+            if made_group {
+                let _ = storage.remove_dir(group);
+            }
+            return Err(e);
         }
-        storage
-            .rename(&tmp, path)
-            .map_err(|e| Error::io("rename rebuilt segment over", path, e))?;
-        storage
-            .sync_dir(&self.dir)
-            .map_err(|e| Error::io("sync directory", &self.dir, e))
+        for d in [group, self.dir.as_path()] {
+            storage
+                .sync_dir(d)
+                .map_err(|e| Error::io("sync directory", d, e))?;
+        }
+        Ok(())
     }
 }
 
@@ -1395,17 +1768,20 @@ impl Analysis {
         self.problems.is_empty()
     }
 
-    /// Whether some damage could be acted on by [`LogView::salvage`].
+    /// Whether some damage calls for [`LogView::salvage`], which acts on it
+    /// or reports it as not salvageable.
     pub fn needs_salvage(&self) -> bool {
         !self.missing.is_empty()
             || self
                 .segments
                 .iter()
                 .any(|s| s.status == SegmentStatus::Damaged)
-            || self
-                .problems
-                .iter()
-                .any(|p| p.kind == "segment_header" || p.kind == "unreadable")
+            || self.problems.iter().any(|p| {
+                matches!(
+                    p.kind,
+                    "segment_header" | "unreadable" | "layout" | "old_format"
+                )
+            })
     }
 }
 

@@ -109,13 +109,43 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
+/// The segment group directories of the log in `dir`
+/// (`BASE-GROUP.group`), in order.
+fn group_dirs(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(durq::names::parse_group_dir_name)
+                .is_some()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every segment file of the log in `dir`, in order: the `*.seg` files of
+/// its group directories. A segment file lying directly in `dir` (the
+/// layout of format version 2) would be a bug.
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let flat: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("read_dir")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "seg"))
         .collect();
-    v.sort();
+    assert!(flat.is_empty(), "segment files outside any group: {flat:?}");
+    let mut v = Vec::new();
+    for g in group_dirs(dir) {
+        let mut in_group: Vec<PathBuf> = std::fs::read_dir(&g)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        in_group.sort();
+        v.extend(in_group);
+    }
     v
 }
 

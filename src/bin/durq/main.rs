@@ -119,7 +119,10 @@ Examples:
     /// sound.
     #[command(after_help = format!("\
 Reads every record of every segment and every cursor and journal file and
-checks every checksum. Each problem is printed with its file and byte
+checks every checksum. Lists every segment group directory
+(DIR/BASE-GROUP.group/, 64 segments each) and checks that each segment is
+where the layout puts it: no group or segment missing, none misplaced, no
+foreign file among them. Each problem is printed with its file and byte
 position, and the offsets it makes unreadable. Notes (a torn tail, leftover
 temporary files) are things that opening the log repairs by itself; they
 do not make the log unsound. Read-only; works while another process has

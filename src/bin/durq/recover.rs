@@ -16,8 +16,17 @@ pub fn report_lines(r: &RecoveryReport, dry_run: bool) -> Vec<String> {
     }
     for t in &r.removed_temp_files {
         let verb = if dry_run { "would remove" } else { "removed" };
+        let what = if t
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| durq::names::parse_group_dir_name(n).is_some())
+        {
+            "an empty segment group left by an interrupted rollover or retention step"
+        } else {
+            "an unfinished segment or cursor replacement"
+        };
         out.push(format!(
-            "leftover: {verb} {} (an unfinished segment or cursor replacement; nothing refers to it)",
+            "leftover: {verb} {} ({what}; nothing refers to it)",
             t.display()
         ));
     }

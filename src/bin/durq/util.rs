@@ -118,7 +118,8 @@ pub fn require_log(dir: &Path) -> Result<(), CliError> {
             dir.display()
         ))),
         Ok(_) if !durq::inspect::is_log_dir(dir) => Err(CliError::usage(format!(
-            "{} is not a durq log: it holds no segment files (BASE-SEQ.seg)",
+            "{} is not a durq log: it holds no segment group directory (segment files live in \
+             group directories of the log directory: BASE-GROUP.group/BASE-SEQ.seg)",
             dir.display()
         ))),
         Ok(_) => Ok(()),
