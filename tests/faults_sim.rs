@@ -4,6 +4,9 @@
 #[path = "support/simdisk.rs"]
 mod simdisk;
 
+#[path = "support/layout.rs"]
+mod layout;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -150,7 +153,9 @@ fn bit_flip_on_read_is_reported_with_file_and_position() {
     for i in 0..3u8 {
         log.append([i; 40]).unwrap();
     }
-    let seg = Path::new(DIR).join("00000000000000000000-00000000000000000000.seg");
+    // The first segment, in the first group (both named after offset 0).
+    let seg = layout::expected_path(Path::new(DIR), 0, 0, 0);
+    assert_eq!(log.segments().unwrap()[0].path, seg);
     // Record 1 starts at 64 + 24 + 40 = 128; flip a payload byte.
     disk.flip_bit_on_read(&seg, 128 + 24 + 5, 3).unwrap();
     match log.read(1) {

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use durq::{Error, Log, Options, Retention};
 
+#[path = "support/layout.rs"]
+mod layout;
+
 fn open(dir: &Path) -> Log {
     Options::new().segment_size(1 << 16).open(dir).unwrap()
 }
@@ -512,9 +515,7 @@ fn cursor_past_the_end_is_reported_and_clamped() {
         log.consumer("c").unwrap().ack_until(10).unwrap();
     }
     // Damage: the log lost its last records (a torn tail cut them).
-    let seg = tmp
-        .path()
-        .join("00000000000000000000-00000000000000000000.seg");
+    let seg = layout::segment_path(tmp.path(), 0, 0);
     let mut data = fs::read(&seg).unwrap();
     let cut = 64 + 5 * 32;
     data[cut..].fill(0);
@@ -796,16 +797,9 @@ fn next_batch_stops_before_a_damaged_record_and_gives_the_rest_back() {
     }
     // Damage the first record of the third segment (sealed: open does not
     // read it, the consumer does).
-    let mut segs: Vec<_> = fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segs.sort();
+    let segs = layout::segment_files(tmp.path());
     let victim = &segs[2];
-    let base = durq::names::parse_segment_file_name(victim.file_name().unwrap().to_str().unwrap())
-        .unwrap()
-        .0;
+    let base = layout::base_of(victim);
     let mut bytes = fs::read(victim).unwrap();
     bytes[64 + 24 + 1] ^= 0x10;
     fs::write(victim, bytes).unwrap();
