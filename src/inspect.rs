@@ -2415,4 +2415,174 @@ mod tests {
         let r = analyze_segment(&b, &meta(), Role::Bounded { bound: 13 });
         assert_eq!(r.status, SegmentStatus::Damaged);
     }
+
+    /// The real file system, noting every change and sync made through it.
+    #[derive(Debug, Default)]
+    struct Recording {
+        ops: Arc<std::sync::Mutex<Vec<(&'static str, PathBuf)>>>,
+    }
+
+    #[derive(Debug)]
+    struct RecordingFile {
+        inner: Box<dyn crate::storage::StorageFile>,
+        path: PathBuf,
+        ops: Arc<std::sync::Mutex<Vec<(&'static str, PathBuf)>>>,
+    }
+
+    impl Recording {
+        fn note(&self, op: &'static str, path: &Path) {
+            self.ops.lock().unwrap().push((op, path.to_owned()));
+        }
+    }
+
+    impl Storage for Recording {
+        fn create_dir_all(&self, dir: &Path) -> std::io::Result<bool> {
+            let made = FsStorage.create_dir_all(dir)?;
+            if made {
+                self.note("mkdir", dir);
+            }
+            Ok(made)
+        }
+        fn list_dir(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+            FsStorage.list_dir(dir)
+        }
+        fn open_file(
+            &self,
+            path: &Path,
+            mode: OpenMode,
+        ) -> std::io::Result<Box<dyn crate::storage::StorageFile>> {
+            let inner = FsStorage.open_file(path, mode)?;
+            if mode == OpenMode::CreateNew {
+                self.note("create", path);
+            }
+            Ok(Box::new(RecordingFile {
+                inner,
+                path: path.to_owned(),
+                ops: self.ops.clone(),
+            }))
+        }
+        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            FsStorage.rename(from, to)?;
+            self.note("rename from", from);
+            self.note("rename to", to);
+            Ok(())
+        }
+        fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+            self.note("remove", path);
+            FsStorage.remove_file(path)
+        }
+        fn remove_dir(&self, dir: &Path) -> std::io::Result<()> {
+            self.note("rmdir", dir);
+            FsStorage.remove_dir(dir)
+        }
+        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+            self.note("sync dir", dir);
+            FsStorage.sync_dir(dir)
+        }
+        fn try_lock(&self, path: &Path) -> std::io::Result<LockGuard> {
+            FsStorage.try_lock(path)
+        }
+        fn is_dir(&self, path: &Path) -> bool {
+            FsStorage.is_dir(path)
+        }
+        fn exists(&self, path: &Path) -> bool {
+            FsStorage.exists(path)
+        }
+    }
+
+    impl crate::storage::StorageFile for RecordingFile {
+        fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
+            self.inner.read_at(buf, pos)
+        }
+        fn write_at(&self, buf: &[u8], pos: u64) -> std::io::Result<()> {
+            self.ops.lock().unwrap().push(("write", self.path.clone()));
+            self.inner.write_at(buf, pos)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.ops.lock().unwrap().push(("sync", self.path.clone()));
+            self.inner.sync_data()
+        }
+        fn sync_all(&self) -> std::io::Result<()> {
+            self.ops.lock().unwrap().push(("sync", self.path.clone()));
+            self.inner.sync_all()
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.inner.set_len(len)
+        }
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+        fn map(&self) -> std::io::Result<Option<crate::storage::Mapping>> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn salvage_places_a_segment_in_a_new_group_the_way_the_engine_creates_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        {
+            let log = crate::Options::new()
+                .segment_size(4096)
+                .background_preallocation(false)
+                .open(&dir)
+                .unwrap();
+            log.append("x").unwrap();
+        }
+        let storage = Arc::new(Recording::default());
+        let view = LogView::open_with(storage.clone(), &dir, Access::Exclusive).unwrap();
+        assert!(
+            storage.ops.lock().unwrap().is_empty(),
+            "a view changed something"
+        );
+        let group = Group::new(&dir, 500, 1);
+        let path = group.segment_path(500, 64);
+        view.place_segment(&group.path, &path, &[7u8; 4096])
+            .unwrap();
+        let ops = storage.ops.lock().unwrap().clone();
+        let tmp_file = ops
+            .iter()
+            .find(|(op, _)| *op == "create")
+            .map(|(_, p)| p.clone())
+            .expect("a temporary file");
+        assert_eq!(tmp_file.parent(), Some(dir.as_path()));
+        assert!(tmp_file.to_string_lossy().ends_with(names::TEMP_SUFFIX));
+        assert_eq!(
+            ops,
+            vec![
+                ("mkdir", group.path.clone()),
+                ("create", tmp_file.clone()),
+                ("write", tmp_file.clone()),
+                ("sync", tmp_file.clone()),
+                ("rename from", tmp_file.clone()),
+                ("rename to", path.clone()),
+                ("sync dir", group.path.clone()),
+                ("sync dir", dir.clone()),
+            ]
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 4096]);
+        assert!(!tmp_file.exists());
+
+        // Into an existing group: no directory made, same order.
+        storage.ops.lock().unwrap().clear();
+        let path2 = group.segment_path(600, 65);
+        view.place_segment(&group.path, &path2, &[8u8; 4096])
+            .unwrap();
+        let ops = storage.ops.lock().unwrap().clone();
+        let kinds: Vec<&str> = ops.iter().map(|(op, _)| *op).collect();
+        assert_eq!(
+            kinds,
+            [
+                "create",
+                "write",
+                "sync",
+                "rename from",
+                "rename to",
+                "sync dir",
+                "sync dir"
+            ]
+        );
+        assert_eq!(ops[5].1, group.path);
+        assert_eq!(ops[6].1, dir);
+    }
 }

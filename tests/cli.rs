@@ -632,6 +632,283 @@ fn salvage_recreates_a_missing_middle_segment() {
     assert_eq!(segment_files(&dir), segs);
 }
 
+/// Copies the directory tree `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// A log of at least 200 segments of 4 KiB in 4 groups (messages `msg-N`);
+/// returns the directory and the number of messages.
+fn make_grouped_log(root: &Path) -> (PathBuf, u64) {
+    let n = 22_500;
+    let dir = make_log(root, n, "4K");
+    let segs = segment_files(&dir);
+    assert!(segs.len() >= 200, "only {} segments", segs.len());
+    assert_eq!(group_dirs(&dir).len(), 4, "{segs:?}");
+    (dir, n)
+}
+
+/// The base offset and sequence number in a segment file's name.
+fn seg_name(path: &Path) -> (u64, u64) {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(durq::names::parse_segment_file_name)
+        .expect("segment file name")
+}
+
+/// The problems `durq verify --json` reports, as (kind, file) pairs.
+fn verify_problems(dir: &Path) -> Vec<(String, String)> {
+    let o = durq(&["verify", p(dir), "--json"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let v = json(&o);
+    assert_eq!(v["sound"], false);
+    v["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| {
+            (
+                p["kind"].as_str().expect("kind").to_owned(),
+                p["file"].as_str().expect("file").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn verify_names_every_breach_of_the_group_layout() {
+    let tmp = fast_tempdir();
+    let (template, _) = make_grouped_log(&tmp.path().join("template"));
+    let o = durq(&["verify", p(&template)]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let fresh = |name: &str| -> PathBuf {
+        let dir = tmp.path().join(name);
+        copy_tree(&template, &dir);
+        dir
+    };
+
+    // (a) A segment removed from a middle group: named by the segment
+    // before the gap and the one after it, once.
+    let dir = fresh("a");
+    let segs = segment_files(&dir);
+    assert_eq!(seg_name(&segs[100]).1, 100);
+    std::fs::remove_file(&segs[100]).expect("remove");
+    let o = durq(&["verify", p(&dir)]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let text = stdout(&o);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("problem: {}: segment missing", segs[99].display())))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("should be number 100"), "{line}");
+    assert!(line.contains(p(&segs[101])), "{line}");
+    assert_eq!(
+        verify_problems(&dir),
+        vec![("missing_segment".to_owned(), p(&segs[99]).to_owned())]
+    );
+
+    // (b) A middle group's directory moved away: 64 segments missing, and
+    // the group without a directory named.
+    let dir = fresh("b");
+    let segs = segment_files(&dir);
+    let groups = group_dirs(&dir);
+    std::fs::rename(&groups[2], tmp.path().join("moved-away")).expect("rename");
+    let o = durq(&["verify", p(&dir)]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let text = stdout(&o);
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "problem: {}: segment missing",
+                segs[127].display()
+            ))
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("should be number 128"), "{line}");
+    assert!(line.contains(p(&segs[192])), "{line}");
+    assert!(
+        line.contains("segment group 2 has no directory (BASE-00000000000000000002.group)"),
+        "{line}"
+    );
+    // Salvage cannot know where 64 segments began: nothing is changed.
+    let before = snapshot(&dir);
+    let o = durq(&["recover", p(&dir), "--salvage"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("64 segments are missing (numbers 128 to 191)"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(before, snapshot(&dir));
+
+    // (c) A file that is not a segment inside a group.
+    let dir = fresh("c");
+    let stray = group_dirs(&dir)[1].join("notes.txt");
+    std::fs::write(&stray, b"mine").expect("write");
+    let o = durq(&["verify", p(&dir)]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!(
+            "problem: {}: not a durq file, in a segment group directory",
+            stray.display()
+        )),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        verify_problems(&dir),
+        vec![("layout".to_owned(), p(&stray).to_owned())]
+    );
+    // Salvage does not move it: reported, left alone.
+    let o = durq(&["recover", p(&dir), "--salvage"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("unsalvageable: {}", stray.display())),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stray.exists());
+
+    // (d) A segment file of format version 2, lying directly in the log
+    // directory as that format placed segments.
+    let dir = fresh("d");
+    let mut old = std::fs::read(&segment_files(&dir)[0]).expect("read");
+    old[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = crc32fast::hash(&old[0..60]);
+    old[60..64].copy_from_slice(&crc.to_le_bytes());
+    let flat = dir.join(durq::names::segment_file_name(0, 0));
+    std::fs::write(&flat, &old).expect("write");
+    let o = durq(&["verify", p(&dir)]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let text = stdout(&o);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("problem: {}", flat.display())))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("format version 2 is not supported"), "{line}");
+    assert!(line.contains("directly in the log directory"), "{line}");
+    assert_eq!(
+        verify_problems(&dir),
+        vec![("old_format".to_owned(), p(&flat).to_owned())]
+    );
+    // Opening refuses it too, naming it.
+    let o = durq(&["consume", p(&dir), "-c", "c", "-n", "1"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains(p(&flat)), "{}", stderr(&o));
+
+    // A whole log of format version 2 (segments in the log directory, no
+    // group): every command names a segment and its version.
+    let dir = tmp.path().join("v2");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(dir.join(durq::names::segment_file_name(0, 0)), &old).expect("write");
+    for cmd in [vec!["verify", p(&dir)], vec!["stat", p(&dir)]] {
+        let o = durq(&cmd);
+        assert_eq!(code(&o), 2, "{cmd:?}");
+        assert!(
+            stderr(&o).contains("segment format version 2 is not supported"),
+            "{cmd:?}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn salvage_writes_segments_into_their_group_directory() {
+    let tmp = fast_tempdir();
+    let (dir, n) = make_grouped_log(tmp.path());
+    let segs = segment_files(&dir);
+    let groups = group_dirs(&dir);
+
+    // A damaged sealed segment in a middle group.
+    let seg = &segs[100];
+    assert!(seg.starts_with(&groups[1]), "{}", seg.display());
+    let (base, _) = seg_name(seg);
+    assert!(base >= 10_000);
+    let lost = base + 3;
+    flip_bit(seg, record_pos(base, lost, 9) + 25);
+    // Segment 64, the first of group 1 (whose name holds its base offset),
+    // missing.
+    assert_eq!(seg_name(&segs[64]).1, 64);
+    std::fs::remove_file(&segs[64]).expect("remove");
+    let o = durq(&["verify", p(&dir)]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+
+    let o = durq(&["recover", p(&dir), "--salvage", "--json"]);
+    assert_eq!(code(&o), 0, "{}\n{}", stdout(&o), stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["sound"], true, "{v}");
+    let actions = v["salvage_plan"]["actions"].as_array().expect("actions");
+    assert_eq!(actions.len(), 2, "{v}");
+    assert_eq!(actions[0]["kind"], "rebuilt");
+    assert_eq!(actions[0]["segment"], p(seg));
+    let aside = PathBuf::from(actions[0]["set_aside"].as_str().expect("set aside"));
+    assert!(
+        aside.starts_with(dir.join("salvage")),
+        "{}",
+        aside.display()
+    );
+    assert_eq!(actions[1]["kind"], "recreated");
+    assert_eq!(actions[1]["segment"], p(&segs[64]));
+    // Every segment is back where it was, nothing else in the groups, and
+    // no temporary file is left in the log directory.
+    assert_eq!(segment_files(&dir), segs);
+    assert_eq!(group_dirs(&dir), groups);
+    for g in &groups {
+        for e in std::fs::read_dir(g).expect("read_dir") {
+            let path = e.expect("entry").path();
+            assert!(segs.contains(&path), "{} in a group", path.display());
+        }
+    }
+    let mut top: Vec<String> = std::fs::read_dir(&dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| durq::names::parse_group_dir_name(n).is_none())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["durq.end", "durq.lock", "salvage"]);
+
+    let o = durq(&["verify", p(&dir)]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let from = lost - 1;
+    let o = durq(&["dump", p(&dir), "--from", &from.to_string(), "--count", "3"]);
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "{from}\tmsg-{from}\n{lost}\t(lost)\n{}\tmsg-{}\n",
+            lost + 1,
+            lost + 1
+        )
+    );
+    // The log reopens and reads through every group, the recreated
+    // segment's offsets being placeholders too.
+    let log = durq::Log::open(&dir).expect("reopen");
+    assert_eq!(log.end(), n);
+    let (base64, _) = seg_name(&segs[64]);
+    let (base65, _) = seg_name(&segs[65]);
+    for off in [0, base64 - 1, base65, lost - 1, lost + 1, n - 1] {
+        let rec = log.read(off).expect("read").expect("present");
+        assert_eq!(&rec[..], format!("msg-{off}").as_bytes(), "offset {off}");
+    }
+    for off in [base64, base65 - 1, lost] {
+        assert!(
+            matches!(log.read(off), Err(durq::Error::Lost { .. })),
+            "offset {off}: {:?}",
+            log.read(off)
+        );
+    }
+    log.append("after").expect("append");
+}
+
 #[test]
 fn verify_reports_a_damaged_sealed_header_that_open_does_not_read() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -652,6 +929,20 @@ fn verify_reports_a_damaged_sealed_header_that_open_does_not_read() {
             .any(|l| l.contains(segs[1].to_str().expect("utf-8")) && l.contains("checksum")),
         "{out}"
     );
+    // The file is there: it is not a missing segment, and salvage must not
+    // write a segment of placeholders over its (readable) records.
+    assert!(!out.contains("segment missing"), "{out}");
+    let damaged = std::fs::read(&segs[1]).expect("read");
+    let o = durq(&["recover", p(&dir), "--salvage"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&format!("unsalvageable: {}", segs[1].display()))),
+        "{out}"
+    );
+    assert!(!out.contains("recreate"), "{out}");
+    assert_eq!(std::fs::read(&segs[1]).expect("read"), damaged);
 }
 
 #[test]
