@@ -918,14 +918,15 @@ pub(crate) fn create_client(
     start: u64,
 ) -> Result<Client> {
     let dir = log_dir.join(crate::names::CLIENTS_DIR);
-    let created = storage
+    storage
         .create_dir_all(&dir)
         .map_err(|e| Error::io("create directory", &dir, e))?;
-    if created {
-        storage
-            .sync_dir(log_dir)
-            .map_err(|e| Error::io("sync directory", log_dir, e))?;
-    }
+    // The directory's entry is synced whether or not this call made it: an
+    // earlier registration may have made it and then failed (or crashed)
+    // before its sync, and a directory that exists is not yet a durable one.
+    storage
+        .sync_dir(log_dir)
+        .map_err(|e| Error::io("sync directory", log_dir, e))?;
     let files = ClientFiles::new(&dir, name);
     let journal = cursor::create_journal(storage, &files)?;
     if let Err(e) = cursor::write_snapshot(
