@@ -416,7 +416,7 @@ fn list_groups(
                 None,
                 None,
                 "not a durq file, in a segment group directory (which holds only segment files, \
-                 BASE-SEQ.seg): move it out of the log directory",
+                 BASE-SEQ.seg): move it out of the group directory",
             ));
         }
         out.files.extend(listing.segments);
