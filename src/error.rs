@@ -114,6 +114,17 @@ pub enum Error {
         reason: Arc<str>,
     },
 
+    /// An earlier retention step failed part-way (a segment file could not
+    /// be removed, or a directory not synced): which deletions are durable
+    /// is unknown, and deleting more could leave a gap in the log after a
+    /// power loss. Retention deletes nothing more until the log is reopened
+    /// (recovery settles the directory); appends and reads go on.
+    #[error("retention is stopped until the log is reopened: {reason}")]
+    RetentionStopped {
+        /// The failure that stopped it.
+        reason: Arc<str>,
+    },
+
     /// An invalid option or argument.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -412,6 +412,8 @@ pub(crate) struct Inner {
     clients: Mutex<BTreeMap<String, ClientEntry>>,
     /// Serializes retention with client registration.
     retention_lock: Mutex<()>,
+    /// Why retention stopped, once a step of it failed part-way.
+    retention_stopped: Mutex<Option<Arc<str>>>,
     _lock: LockGuard,
 }
 
@@ -521,6 +523,9 @@ impl Inner {
             return Ok(deleted);
         }
         let _guard = lock(&self.retention_lock);
+        if let Some(reason) = lock(&self.retention_stopped).clone() {
+            return Err(Error::RetentionStopped { reason });
+        }
         loop {
             self.shared.list_first_group()?;
             let (oldest, second) = {
@@ -546,7 +551,12 @@ impl Inner {
             }
             self.shared.remove_segment(oldest.base);
             let path = oldest.path.clone();
-            self.release_segment(oldest)?;
+            if let Err(e) = self.release_segment(oldest) {
+                // Deleting the next segment now could make it durably gone
+                // while this one comes back after a power loss: a gap.
+                *lock(&self.retention_stopped) = Some(e.to_string().into());
+                return Err(e);
+            }
             deleted.push(path);
         }
         Ok(deleted)
@@ -729,6 +739,7 @@ impl Log {
                 options: options.clone(),
                 clients: Mutex::new(loaded.clients),
                 retention_lock: Mutex::new(()),
+                retention_stopped: Mutex::new(None),
                 _lock: lock_guard,
             }),
         })
@@ -964,6 +975,12 @@ impl Log {
 
     /// Applies the retention policy now; returns the segment files deleted.
     /// (It also runs by itself after acknowledgements and appends.)
+    ///
+    /// Segments are deleted oldest first, each made durably gone before the
+    /// next is considered. If a step fails part-way (a file cannot be
+    /// removed, a directory sync fails), that error is returned, and every
+    /// later call returns [`Error::RetentionStopped`] until the log is
+    /// reopened: deleting more could leave a gap after a power loss.
     pub fn apply_retention(&self) -> Result<Vec<PathBuf>> {
         self.inner.apply_retention()
     }

@@ -79,7 +79,13 @@ pub fn parse_segment_file_name(name: &str) -> Option<(u64, u64)> {
 
 /// How many consecutive segments share one group directory: segment
 /// number `seq` lives in group `seq / SEGMENTS_PER_GROUP`.
+#[cfg(not(feature = "test-small-groups"))]
 pub const SEGMENTS_PER_GROUP: u64 = 64;
+/// How many consecutive segments share one group directory (4 in builds
+/// with the test-only `test-small-groups` feature, which must never write a
+/// real log).
+#[cfg(feature = "test-small-groups")]
+pub const SEGMENTS_PER_GROUP: u64 = 4;
 
 /// Suffix of segment group directories.
 pub const GROUP_SUFFIX: &str = ".group";
@@ -164,8 +170,8 @@ mod tests {
         ] {
             assert_eq!(parse_group_dir_name(bad), None, "{bad}");
         }
-        assert_eq!(group_of(63), 0);
-        assert_eq!(group_of(64), 1);
+        assert_eq!(group_of(SEGMENTS_PER_GROUP - 1), 0);
+        assert_eq!(group_of(SEGMENTS_PER_GROUP), 1);
     }
 
     #[test]

@@ -527,8 +527,6 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
     }
     groups.sort_unstable();
     temps.sort();
-    // The groups must be contiguous (from their names alone).
-    layout::check_group_sequence(dir, &groups)?;
 
     // Only the first and the last group holding a segment are listed.
     // Groups holding none before the first or after the last are the
@@ -573,6 +571,9 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
     } else {
         groups.clear();
     }
+    // The groups from the first holding a segment to the last must be
+    // contiguous (from their names alone).
+    layout::check_group_sequence(dir, &groups)?;
     for (i, l) in &listed {
         let g = &groups[*i];
         layout::check_group(g, &l.segments, *i > 0, *i + 1 < groups.len())?;
