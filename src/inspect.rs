@@ -1469,14 +1469,14 @@ impl LogView {
     fn set_aside(&self, path: &Path, bytes: &[u8], action: &SalvageAction) -> Result<PathBuf> {
         let storage = &*self.storage;
         let sdir = self.dir.join(SALVAGE_DIR);
-        let created = storage
+        storage
             .create_dir_all(&sdir)
             .map_err(|e| Error::io("create directory", &sdir, e))?;
-        if created {
-            storage
-                .sync_dir(&self.dir)
-                .map_err(|e| Error::io("sync directory", &self.dir, e))?;
-        }
+        // Synced whether or not this call made it: an earlier salvage may
+        // have made it and failed before its sync.
+        storage
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io("sync directory", &self.dir, e))?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
