@@ -450,7 +450,7 @@ fn group_path(gbase: u64, group: u64) -> String {
 /// its own base when it starts the group, otherwise (retention removed the
 /// group's first segments) usually something below it, sometimes anything.
 fn group_base(u: &mut Unstructured<'_>, base: u64, seq: u64) -> u64 {
-    if seq % names::SEGMENTS_PER_GROUP == 0 && u.ratio(15, 16).unwrap_or(true) {
+    if seq.is_multiple_of(names::SEGMENTS_PER_GROUP) && u.ratio(15, 16).unwrap_or(true) {
         return base;
     }
     match small(u, 7) {
@@ -602,7 +602,7 @@ fn build_dir(u: &mut Unstructured<'_>, disk: &SimDisk) {
                     let salt: u64 = u.arbitrary().unwrap_or(1);
                     let seq = seq0.wrapping_add(i);
                     let g = match gbase {
-                        Some(g) if seq % names::SEGMENTS_PER_GROUP != 0 => g,
+                        Some(g) if !seq.is_multiple_of(names::SEGMENTS_PER_GROUP) => g,
                         _ => group_base(u, base, seq),
                     };
                     gbase = Some(g);
