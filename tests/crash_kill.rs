@@ -529,10 +529,7 @@ impl Model {
             .iter()
             .filter(|r| {
                 let unfinished = r.action.starts_with("unfinished client creation");
-                let in_flight = self
-                    .clients
-                    .get(&r.client)
-                    .is_some_and(|c| !c.registered);
+                let in_flight = self.clients.get(&r.client).is_some_and(|c| !c.registered);
                 !(unfinished && in_flight)
             })
             .collect();
