@@ -347,15 +347,19 @@ fn list_groups(
             }
         }
     }
-    if let Err(e) = layout::check_group_sequence(dir, &out.groups) {
-        out.errors.push(e);
-    }
     // A group that could not be listed may hold segments: it counts as
     // holding some.
     let holds =
         |l: &Option<layout::GroupListing>| l.as_ref().is_none_or(|l| !l.segments.is_empty());
     let first = listings.iter().position(holds);
     let last = listings.iter().rposition(holds);
+    // As at open: the groups from the first holding a segment to the last
+    // must be numbered consecutively (empty ones around them are leftovers).
+    if let (Some(f), Some(l)) = (first, last)
+        && let Err(e) = layout::check_group_sequence(dir, &out.groups[f..=l])
+    {
+        out.errors.push(e);
+    }
     for (i, (g, listing)) in out.groups.iter().zip(listings).enumerate() {
         let Some(listing) = listing else { continue };
         let inside = first.is_some_and(|f| i >= f) && last.is_some_and(|l| i <= l);

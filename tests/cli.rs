@@ -823,6 +823,53 @@ fn verify_names_every_breach_of_the_group_layout() {
 }
 
 #[test]
+fn an_empty_group_left_before_a_removed_one_is_a_leftover_for_verify_and_open() {
+    // Retention released groups 0 and 1, but group 0's directory stayed (its
+    // removal failed or was lost): the groups holding segments are 2 and 3.
+    // Neither verify nor open may take the gap between the leftover and
+    // group 2 for a missing group.
+    let tmp = fast_tempdir();
+    let (dir, _) = make_grouped_log(&tmp.path().join("log"));
+    let groups = group_dirs(&dir);
+    for g in &groups[..2] {
+        for seg in std::fs::read_dir(g).expect("read_dir") {
+            std::fs::remove_file(seg.expect("entry").path()).expect("remove");
+        }
+    }
+    std::fs::remove_dir(&groups[1]).expect("rmdir");
+    let o = durq(&["verify", p(&dir), "--json"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let v = json(&o);
+    let notes: Vec<(String, String)> = v["notes"]
+        .as_array()
+        .expect("notes")
+        .iter()
+        .map(|n| {
+            (
+                n["kind"].as_str().expect("kind").to_owned(),
+                n["file"].as_str().expect("file").to_owned(),
+            )
+        })
+        .filter(|(k, _)| k == "leftover")
+        .collect();
+    assert_eq!(
+        notes,
+        vec![("leftover".to_owned(), p(&groups[0]).to_owned())]
+    );
+    let log = durq::Log::open(&dir).expect("open");
+    assert_eq!(log.first_offset(), seg_name(&segment_files(&dir)[0]).0);
+    assert!(
+        log.recovery_report()
+            .removed_temp_files
+            .contains(&groups[0]),
+        "{:?}",
+        log.recovery_report()
+    );
+    drop(log);
+    assert!(!groups[0].exists());
+}
+
+#[test]
 fn salvage_writes_segments_into_their_group_directory() {
     let tmp = fast_tempdir();
     let (dir, n) = make_grouped_log(tmp.path());
