@@ -1774,6 +1774,44 @@ fn garble_sealed_headers(segs: &[PathBuf]) {
     }
 }
 
+/// Checks that `err` reports segment `gone` (of a log where segment `i` is
+/// `segs[i]` and has base offset `i`) missing from `group`, after segment
+/// `after` (or the group's start) and before `found` (or the group's end).
+fn assert_missing_segment(
+    err: &Error,
+    group: &Path,
+    segs: &[PathBuf],
+    (gone, after, found): (u64, Option<u64>, Option<u64>),
+) {
+    let Error::MissingSegment {
+        dir: in_dir,
+        after: after_path,
+        after_base,
+        expected_seq,
+        found: found_path,
+        found_seq,
+    } = err
+    else {
+        panic!("segment {gone} removed: expected MissingSegment, got {err:?}");
+    };
+    assert_eq!(in_dir, group, "{err}");
+    assert_eq!(*expected_seq, gone, "{err}");
+    match after {
+        Some(a) => {
+            assert_eq!(after_path, &segs[a as usize], "{err}");
+            assert_eq!(*after_base, a, "{err}");
+        }
+        None => assert_eq!(after_path, group, "{err}"),
+    }
+    match found {
+        Some(f) => {
+            assert_eq!(found_path, &segs[f as usize], "{err}");
+            assert_eq!(*found_seq, f, "{err}");
+        }
+        None => assert_eq!(*found_seq, gone + 1, "{err}"),
+    }
+}
+
 #[test]
 fn a_missing_segment_in_the_first_or_last_group_is_detected_from_the_names_alone() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1802,33 +1840,7 @@ fn a_missing_segment_in_the_first_or_last_group_is_detected_from_the_names_alone
         garble_sealed_headers(&segs);
         let before = dir_snapshot(&dir);
         let err = grouped_opts().open(&dir).unwrap_err();
-        let Error::MissingSegment {
-            dir: in_dir,
-            after: after_path,
-            after_base,
-            expected_seq,
-            found: found_path,
-            found_seq,
-        } = &err
-        else {
-            panic!("segment {gone} removed: expected MissingSegment, got {err:?}");
-        };
-        assert_eq!(in_dir, &group, "{err}");
-        assert_eq!(*expected_seq, gone, "{err}");
-        match after {
-            Some(a) => {
-                assert_eq!(after_path, &segs[a as usize], "{err}");
-                assert_eq!(*after_base, a, "{err}");
-            }
-            None => assert_eq!(after_path, &group, "{err}"),
-        }
-        match found {
-            Some(f) => {
-                assert_eq!(found_path, &segs[f as usize], "{err}");
-                assert_eq!(*found_seq, f, "{err}");
-            }
-            None => assert_eq!(*found_seq, gone + 1, "{err}"),
-        }
+        assert_missing_segment(&err, &group, &segs, (gone, after, found));
         assert_eq!(dir_snapshot(&dir), before, "open changed something");
     }
 }
@@ -1895,35 +1907,7 @@ fn a_segment_missing_inside_a_middle_group_is_found_on_first_read_there() {
         let log = grouped_opts().open(&dir).unwrap();
         assert_eq!(log.end(), 200);
         assert_eq!(log.recovery_report().segments, 200);
-        let check = |err: Error| {
-            let Error::MissingSegment {
-                dir: in_dir,
-                after: after_path,
-                after_base,
-                expected_seq,
-                found: found_path,
-                found_seq,
-            } = &err
-            else {
-                panic!("segment {gone} removed: expected MissingSegment, got {err:?}");
-            };
-            assert_eq!(in_dir, &group, "{err}");
-            assert_eq!(*expected_seq, gone, "{err}");
-            match after {
-                Some(a) => {
-                    assert_eq!(after_path, &segs[a as usize], "{err}");
-                    assert_eq!(*after_base, a, "{err}");
-                }
-                None => assert_eq!(after_path, &group, "{err}"),
-            }
-            match found {
-                Some(f) => {
-                    assert_eq!(found_path, &segs[f as usize], "{err}");
-                    assert_eq!(*found_seq, f, "{err}");
-                }
-                None => assert_eq!(*found_seq, gone + 1, "{err}"),
-            }
-        };
+        let check = |err: Error| assert_missing_segment(&err, &group, &segs, (gone, after, found));
         // The other groups read fine, before and after.
         assert_readable(&log, 0, 64);
         assert_readable(&log, 128, 200);
