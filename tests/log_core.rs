@@ -2153,3 +2153,94 @@ fn files_durq_did_not_make_inside_a_group_are_reported_and_left_alone() {
         assert_eq!(fs::read(n).unwrap(), b"mine");
     }
 }
+
+#[test]
+fn readers_writer_and_retention_race_across_unlisted_groups() {
+    // A reopened 200-segment log (groups 1 and 2 unlisted) where, at once,
+    // readers read at random offsets (listing middle groups lazily), a
+    // consumer acknowledges forward so that retention deletes from the front
+    // (listing each group as it becomes the first) and removes emptied
+    // groups, and the writer appends segments into new groups. Every read
+    // returns the record written at its offset; a read may fail or find
+    // nothing only for an offset retention has deleted by then.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    {
+        let log = grouped_opts().open(dir).unwrap();
+        log.consumer("c").unwrap();
+    }
+    grouped_log_append(dir, 200);
+    let log = grouped_opts()
+        .retention(durq::Retention::acked_by_all())
+        .open(dir)
+        .unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let log = &log;
+            let done = &done;
+            s.spawn(move || {
+                let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ t;
+                let mut reads = 0u64;
+                while !done.load(Ordering::Relaxed) || reads < 1000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let (first, end) = (log.first_offset(), log.end());
+                    let off = first + x % (end - first).max(1);
+                    match log.read(off) {
+                        Ok(Some(rec)) => assert_eq!(&rec[..], &one_per_segment(off)[..], "{off}"),
+                        Ok(None) => assert!(off < log.first_offset(), "{off} not found"),
+                        Err(e) => assert!(
+                            off < log.first_offset(),
+                            "read of {off} failed although it is retained: {e}"
+                        ),
+                    }
+                    reads += 1;
+                }
+            });
+        }
+        let log2 = &log;
+        let done2 = &done;
+        s.spawn(move || {
+            let c = log2.consumer("c").unwrap();
+            let mut acked = 0;
+            while !done2.load(Ordering::Relaxed) {
+                let end = log2.end();
+                if acked + 3 < end {
+                    acked += 3;
+                    c.ack_until(acked).unwrap();
+                }
+                std::thread::yield_now();
+            }
+        });
+        for i in 200..500 {
+            assert_eq!(log.append(one_per_segment(i)).unwrap(), i);
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    log.apply_retention().unwrap();
+    let first = log.first_offset();
+    assert!(first > 200, "retention kept up: first offset {first}");
+    assert_readable(&log, first, 500);
+    drop(log);
+    // Every group before the first retained segment's is gone.
+    let segs = segment_files(dir);
+    assert_eq!(layout::parse(&segs[0]).0, first);
+    let first_group = layout::group_of_file(&segs[0]).to_owned();
+    assert_eq!(layout::groups(dir)[0].path, first_group);
+    let log = grouped_opts().open(dir).unwrap();
+    assert_eq!(log.first_offset(), first);
+    assert_readable(&log, first, 500);
+}
+
+/// Appends records `n` more one-per-segment records to the log in `dir`.
+fn grouped_log_append(dir: &Path, n: u64) {
+    let log = grouped_opts().open(dir).unwrap();
+    let end = log.end();
+    assert_eq!(
+        log.append_batch((end..end + n).map(one_per_segment))
+            .unwrap(),
+        end..end + n
+    );
+}
