@@ -2244,3 +2244,46 @@ fn grouped_log_append(dir: &Path, n: u64) {
         end..end + n
     );
 }
+
+#[test]
+fn retention_stops_after_a_failed_group_sync_until_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let storage = Hooked::default();
+    let opts = grouped_opts()
+        .retention(durq::Retention::acked_by_all())
+        .storage(Arc::new(storage.clone()));
+    let log = opts.open(dir).unwrap();
+    let c = log.consumer("c").unwrap();
+    assert_eq!(
+        log.append_batch((0..10).map(one_per_segment)).unwrap(),
+        0..10
+    );
+    let group0 = layout::groups(dir)[0].path.clone();
+    *storage.fail_dir.lock().unwrap() = Some(group0.clone());
+    // The acknowledgement is durable; the retention it triggers fails at
+    // the group's sync after the first deletion (best effort on this path).
+    c.ack_until(5).unwrap();
+    let err = log.apply_retention().unwrap_err();
+    assert!(matches!(err, Error::RetentionStopped { .. }), "{err}");
+    assert!(err.to_string().contains("sync directory"), "{err}");
+    // Stopped for good in this log, even with the disk healthy again: the
+    // first deletion may not be durable, so no later one is made.
+    *storage.fail_dir.lock().unwrap() = None;
+    c.ack_until(8).unwrap();
+    assert!(matches!(
+        log.apply_retention(),
+        Err(Error::RetentionStopped { .. })
+    ));
+    assert_eq!(log.first_offset(), 1, "only the first deletion was made");
+    assert_eq!(segment_files(dir).len(), 9);
+    // Appends and reads go on.
+    assert_eq!(log.append(one_per_segment(10)).unwrap(), 10);
+    assert_readable(&log, 1, 11);
+    drop((c, log));
+    // A reopened log retains again.
+    let log = opts.open(dir).unwrap();
+    assert_eq!(log.apply_retention().unwrap().len(), 7);
+    assert_eq!(log.first_offset(), 8);
+    assert_readable(&log, 8, 11);
+}
