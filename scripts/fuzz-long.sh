@@ -13,13 +13,19 @@
 #       covering what they cover; crash-* inputs are kept as they are.
 #
 # Like scripts/ci-fuzz.sh it uses RUSTC_BOOTSTRAP=1, debug assertions, no
-# sanitizer (DURQ_FUZZ_SANITIZER=address for AddressSanitizer).
+# sanitizer (DURQ_FUZZ_SANITIZER=address for AddressSanitizer);
+# DURQ_FUZZ_FEATURES=small-groups builds with four segments per group.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export RUSTC_BOOTSTRAP=1
 unset CARGO_TARGET_DIR
 FLAGS=(--debug-assertions --sanitizer "${DURQ_FUZZ_SANITIZER:-none}")
+# DURQ_FUZZ_FEATURES=small-groups: four segments per group directory (tests
+# only), so that crash_run scenarios cross group boundaries.
+if [[ -n "${DURQ_FUZZ_FEATURES:-}" ]]; then
+    FLAGS+=(--features "$DURQ_FUZZ_FEATURES")
+fi
 
 usage() {
     sed -n '2,16p' "$0" >&2
