@@ -177,25 +177,35 @@ pub fn upgrade_with_progress(
     let lock_path = dir.join(names::LOCK_FILE);
     if !storage.exists(&lock_path) {
         // Locking creates the lock file: refuse what is not a format-2 log
-        // before creating anything.
+        // before creating anything. (An upgrade always leaves the lock
+        // file: a directory without one was never touched by an upgrade.)
         let first = plan(storage, dir, true)?;
         if first.already_current {
             return Ok(report(dir, &first, false));
         }
     }
-    let _lock = storage.try_lock(&lock_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            Error::Locked {
-                dir: dir.to_owned(),
-            }
-        } else {
-            Error::io("lock", &lock_path, e)
+    let _lock = match storage.try_lock(&lock_path) {
+        Ok(guard) => guard,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            // A log of the current format open by a writer is reported as
+            // such: its open made its directory durable.
+            return match plan(storage, dir, false) {
+                Ok(p) if p.already_current => Ok(report(dir, &p, false)),
+                _ => Err(Error::Locked {
+                    dir: dir.to_owned(),
+                }),
+            };
         }
-    })?;
+        Err(e) => return Err(Error::io("lock", &lock_path, e)),
+    };
     let plan = plan(storage, dir, true)?;
     let mut out = report(dir, &plan, false);
     out.groups_created.clear();
     if plan.already_current {
+        // An earlier run may have removed the last format-2 original and
+        // been killed before syncing the directory: the removal would then
+        // be only in the page cache. Success means it is on disk.
+        sync_dir(storage, dir)?;
         return Ok(out);
     }
     if !plan.temps.is_empty() {
@@ -442,7 +452,8 @@ fn plan(storage: &dyn Storage, dir: &Path, compare: bool) -> Result<Plan> {
     grouped.sort_unstable_by_key(|(base, seq, _)| (*seq, *base));
     let (f0, f_base) = (flat[0].1, flat[0].0);
     if let (Some(first), Some(last)) = (grouped.first(), grouped.last()) {
-        check_consecutive(dir, &grouped)?;
+        check_consecutive(dir, &grouped)
+            .map_err(|e| not_upgrade_shape(dir, &first.2, &e.to_string()))?;
         // An interrupted upgrade converted a prefix of the segments; the
         // segment it was working on may be in both places.
         if !(f0 == last.1 || f0 == last.1.wrapping_add(1)) {

@@ -72,7 +72,9 @@ pub fn run(dir: &Path, dry_run: bool, json: bool) -> Result<Outcome, CliError> {
             refusal(&e)
         ))
     })?;
-    let report = if dry_run || plan.already_current {
+    // A log already of the current format goes through `upgrade` too: it
+    // makes sure an earlier, killed run's last steps are on disk.
+    let report = if dry_run {
         plan
     } else {
         let pb = util::progress(plan.bytes_copied, "upgrade");
