@@ -570,6 +570,40 @@ fn a_whole_run_on_the_simulated_disk_is_durable_when_it_returns() {
     check_log(&log, e);
 }
 
+/// A killed run may leave a complete copy whose bytes and names are only
+/// in the page cache (here made so by hand: the upgrade itself syncs a copy
+/// before naming it). The re-run must make the copy durable before it
+/// removes the original.
+#[test]
+fn a_complete_copy_in_the_page_cache_only_is_synced_before_its_original_goes() {
+    let (e, files) = format2_fixture();
+    let dir = Path::new("/log");
+    let disk = sim_format2(11, dir);
+    let (rel, bytes) = files
+        .iter()
+        .find(|(rel, _)| names::parse_segment_file_name(rel.to_str().expect("utf-8")).is_some())
+        .expect("a segment");
+    let (base, seq) = layout::parse(rel);
+    let copy = layout::expected_path(dir, base, base, seq);
+    let mut b = bytes.clone();
+    b[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let crc = crc32fast::hash(&b[0..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+    disk.create_dir_all(copy.parent().expect("group"))
+        .expect("mkdir");
+    let f = disk
+        .open_file(&copy, durq::storage::OpenMode::CreateNew)
+        .expect("create");
+    f.write_at(&b, 0).expect("write");
+    drop(f);
+    disk.process_crash();
+    let r = upgrade::upgrade(&disk, dir).expect("upgrade");
+    assert_eq!(r.completed_copies, vec![copy.clone()]);
+    disk.power_loss_with(LossMode::DropAll);
+    assert_eq!(disk.durable_bytes(&copy), Some(b));
+    check_log(&open_sim(&disk, dir).expect("open"), e);
+}
+
 /// Every crash point, with power loss keeping everything, nothing, or a
 /// random part of what was not synced (three seeds), and with a process
 /// kill (the page cache survives). The re-run must finish the job.
@@ -698,7 +732,9 @@ fn an_interrupted_upgrade_is_refused_by_open_and_finished_by_a_rerun() {
         assert_eq!(expect(plan), r, "{case}: the dry run said otherwise");
         assert!(r.resumed, "{case}");
         assert_eq!(r.already_converted, n, "{case}");
-        assert_eq!(r.removed_temp_files, vec![tmpfile.clone()], "{case}");
+        // (Retention may also have left a released segment kept as a
+        // spare, `recycled-*.tmp`.)
+        assert!(r.removed_temp_files.contains(&tmpfile), "{case}: {r:?}");
         match case {
             "complete copy" => {
                 assert_eq!(r.completed_copies, vec![copy.clone()]);
