@@ -146,13 +146,16 @@ fn make_format2_log(dir: &Path, records: u64, acked: u64) -> (Expected, Vec<Path
     (e, to_format2(dir))
 }
 
+/// A directory's files: (path relative to it, bytes).
+type Files = Vec<(PathBuf, Vec<u8>)>;
+
 /// The format-2 log every simulated-disk test starts from (made once, on
 /// the real file system): more than one group's worth of segments, the
 /// first few released by retention so that the first group starts at a
 /// segment other than its first possible one. Files as (path relative to
 /// the log directory, bytes).
-fn format2_fixture() -> &'static (Expected, Vec<(PathBuf, Vec<u8>)>) {
-    static FIXTURE: OnceLock<(Expected, Vec<(PathBuf, Vec<u8>)>)> = OnceLock::new();
+fn format2_fixture() -> &'static (Expected, Files) {
+    static FIXTURE: OnceLock<(Expected, Files)> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("log");
@@ -169,7 +172,7 @@ fn format2_fixture() -> &'static (Expected, Vec<(PathBuf, Vec<u8>)>) {
     })
 }
 
-fn collect_files(root: &Path, rel: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+fn collect_files(root: &Path, rel: &Path, out: &mut Files) {
     let mut entries: Vec<_> = fs::read_dir(root.join(rel))
         .expect("list")
         .map(|e| e.expect("entry").file_name())

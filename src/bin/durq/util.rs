@@ -94,11 +94,11 @@ pub fn describe(e: &Error) -> String {
             format!("{e}; wait for it to close (stat, verify, dump and cursor list work meanwhile)")
         }
         Error::UnsupportedVersion { found: 2, path, .. }
-            if !path
+            if path
                 .parent()
                 .and_then(Path::file_name)
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| durq::names::parse_group_dir_name(n).is_some()) =>
+                .is_none_or(|n| durq::names::parse_group_dir_name(n).is_none()) =>
         {
             // A format-2 segment where format 2 kept them: in the log
             // directory, not in a group.
