@@ -797,3 +797,55 @@ fn copy_is_complete(storage: &dyn Storage, flat: &Path, copy: &Path, len: u64) -
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::FsStorage;
+
+    fn header_of_version(version: u32) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut h = SegmentHeader {
+            base_offset: 1922,
+            seq: 62,
+            salt: 0x5EED,
+            segment_size: 4096,
+        }
+        .encode();
+        h[8..12].copy_from_slice(&version.to_le_bytes());
+        let crc = crc32fast::hash(&h[0..60]);
+        h[60..64].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn a_format2_header_converts_to_the_current_one_changing_only_version_and_crc() {
+        let v2 = header_of_version(FROM_VERSION);
+        let v3 = convert_header(&FsStorage, Path::new("x.seg"), &v2).expect("converts");
+        assert_eq!(v3, header_of_version(TO_VERSION));
+        assert_eq!(v3[0..8], v2[0..8]);
+        assert_eq!(v3[12..60], v2[12..60]);
+        assert_ne!(v3[60..64], v2[60..64]);
+        let h = SegmentHeader::decode(&v3).expect("decodes");
+        assert_eq!((h.base_offset, h.seq, h.segment_size), (1922, 62, 4096));
+    }
+
+    #[test]
+    fn a_bad_format2_header_is_refused() {
+        let path = Path::new("/nonexistent/x.seg");
+        let mut bad_crc = header_of_version(FROM_VERSION);
+        bad_crc[33] ^= 1;
+        assert!(matches!(
+            convert_header(&FsStorage, path, &bad_crc),
+            Err(Error::Corrupt { position: 60, .. })
+        ));
+        let mut bad_magic = header_of_version(FROM_VERSION);
+        bad_magic[0] = b'X';
+        assert!(matches!(
+            convert_header(&FsStorage, path, &bad_magic),
+            Err(Error::NotDurq { .. })
+        ));
+        // Another version: the file's own open-time error (here, that it
+        // cannot be opened).
+        assert!(convert_header(&FsStorage, path, &header_of_version(TO_VERSION)).is_err());
+    }
+}
