@@ -293,6 +293,14 @@ fn a_format2_log_is_upgraded_in_place_and_reads_back_whole() {
         stderr(&o)
     );
 
+    let o = durq(&["recover", p(&dir)]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains(&format!("run `durq upgrade {}` first", dir.display())),
+        "{}",
+        stderr(&o)
+    );
+
     // A dry run reports and changes nothing.
     let before = snapshot(&dir);
     let o = durq(&["upgrade", p(&dir), "--dry-run", "--json"]);
@@ -715,6 +723,16 @@ fn an_interrupted_upgrade_is_refused_by_open_and_finished_by_a_rerun() {
         assert_eq!(code(&o), 2, "{case}");
         assert!(
             stderr(&o).contains("was interrupted"),
+            "{case}: {}",
+            stderr(&o)
+        );
+        // Recovery (which would take the segments not yet converted for
+        // foreign files) refuses too, pointing to the upgrade.
+        let o = durq(&["recover", p(&dir), "--salvage"]);
+        assert_eq!(code(&o), 2, "{case}: {}", stdout(&o));
+        assert!(
+            stderr(&o).contains("was interrupted")
+                && stderr(&o).contains(&format!("`durq upgrade {}` again", dir.display())),
             "{case}: {}",
             stderr(&o)
         );
