@@ -39,8 +39,9 @@
 //! interrupted run can leave: the segments before some point in their
 //! groups, those after it in the log directory, at most the one at that
 //! point in both (its group copy complete or not), and temporary files.
-//! Opening the log refuses that state, naming it (see
-//! [`interrupted_error`]); running the upgrade again finishes the job: a
+//! Opening the log refuses that state with an [`Error::InvalidArgument`]
+//! saying that an upgrade was interrupted and to run it again (`durq
+//! recover` refuses it too); running the upgrade again finishes the job: a
 //! group copy identical to its original (apart from the header's version and
 //! CRC) is synced and the original removed, any other group copy is replaced
 //! from the original, temporary files are removed.
