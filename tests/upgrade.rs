@@ -645,6 +645,49 @@ fn a_crash_of_the_rerun_too_loses_nothing() {
     }
 }
 
+/// A sync failing with `EIO` (at every sync of a run, in turn) or a full
+/// disk stops the upgrade with an error, the disk alive; what it did is
+/// safe, with or without a power loss after, and a re-run finishes.
+#[test]
+fn a_failed_sync_or_a_full_disk_stops_the_upgrade_safely() {
+    let (e, _) = format2_fixture();
+    let dir = Path::new("/log");
+    let disk = sim_format2(3, dir);
+    let before = disk.sync_count();
+    upgrade::upgrade(&disk, dir).expect("upgrade");
+    let syncs = disk.sync_count() - before;
+    for n in 1..=syncs {
+        for power_loss in [false, true] {
+            let what = format!("sync {n} fails, power loss {power_loss}");
+            let disk = sim_format2(n, dir);
+            disk.fail_sync_at(n);
+            let err = upgrade::upgrade(&disk, dir).expect_err(&what);
+            assert!(matches!(err, Error::Io { .. }), "{what}: {err}");
+            assert!(!disk.is_dead(), "{what}");
+            if power_loss {
+                disk.power_loss();
+                check_interrupted_state(&disk, dir, &what);
+            }
+            upgrade::upgrade(&disk, dir).unwrap_or_else(|err| panic!("{what}: re-run: {err}"));
+            disk.power_loss_with(LossMode::DropAll);
+            assert_eq!(sim_flat(&disk, dir), 0, "{what}");
+            check_log(&open_sim(&disk, dir).expect(&what), e);
+        }
+    }
+
+    let disk = sim_format2(5, dir);
+    let flats = sim_flat(&disk, dir);
+    disk.set_disk_full(true);
+    let err = upgrade::upgrade(&disk, dir).expect_err("disk full");
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert_eq!(sim_flat(&disk, dir), flats);
+    assert!(!disk.list(dir).iter().any(|n| n.ends_with(".tmp")));
+    disk.set_disk_full(false);
+    upgrade::upgrade(&disk, dir).expect("re-run");
+    disk.power_loss_with(LossMode::DropAll);
+    check_log(&open_sim(&disk, dir).expect("open"), e);
+}
+
 // ---------------------------------------------------------------------------
 // What an interrupted run leaves, crafted on the real file system.
 // ---------------------------------------------------------------------------
