@@ -656,6 +656,7 @@ fn a_failed_sync_or_a_full_disk_stops_the_upgrade_safely() {
     let before = disk.sync_count();
     upgrade::upgrade(&disk, dir).expect("upgrade");
     let syncs = disk.sync_count() - before;
+    eprintln!("{syncs} sync points, each failing in turn, with and without power loss");
     for n in 1..=syncs {
         for power_loss in [false, true] {
             let what = format!("sync {n} fails, power loss {power_loss}");
