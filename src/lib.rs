@@ -74,6 +74,7 @@ pub mod recovery;
 mod retention;
 mod segment;
 pub mod storage;
+pub mod upgrade;
 mod writer;
 
 pub use codec::{Codec, Postcard};

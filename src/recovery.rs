@@ -393,8 +393,11 @@ pub(crate) fn check_segment_header(
 /// [`Error::UnsupportedVersion`] when the file's header says an older
 /// version (as every such file durq wrote does), the header's own error if
 /// it is not a segment header, and [`Error::Corrupt`] if it somehow is a
-/// current header in the wrong place. Reads only the headers of such
-/// files; changes nothing.
+/// current header in the wrong place. A directory holding segment groups
+/// beside format-2 segments, as an interrupted `durq upgrade` leaves it,
+/// is refused with an [`Error::InvalidArgument`] saying so and to run the
+/// upgrade again ([`crate::upgrade`]). Reads only listings and the headers
+/// of such files; changes nothing.
 pub(crate) fn refuse_old_formats(
     storage: &dyn Storage,
     dir: &Path,
@@ -410,7 +413,8 @@ pub(crate) fn refuse_old_formats(
     old.sort();
     match old.first() {
         None => Ok(()),
-        Some(name) => Err(old_format_error(storage, &dir.join(name))),
+        Some(name) => Err(crate::upgrade::interrupted_error(storage, dir, listing)
+            .unwrap_or_else(|| old_format_error(storage, &dir.join(name)))),
     }
 }
 

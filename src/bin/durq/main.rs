@@ -12,6 +12,7 @@ mod cursor;
 mod dump;
 mod recover;
 mod stat;
+mod upgrade;
 mod util;
 mod verify;
 
@@ -157,6 +158,31 @@ Examples:
 {EXIT_CODES}"))]
     Recover(RecoverArgs),
 
+    /// Convert a log of format version 2 into the current format (3), in
+    /// place.
+    #[command(after_help = format!("\
+Format 2 kept segment files (BASE-SEQ.seg) directly in the log directory;
+format 3 keeps them in group directories (BASE-GROUP.group/BASE-SEQ.seg).
+Each segment is copied into its group with its header's version set to 3
+(records are copied byte for byte), the copy is synced, and only then is
+the original removed: a crash or power loss at any point loses nothing,
+and running the command again finishes an interrupted upgrade (opening
+the log refuses until then). Clients keep their positions.
+
+Checked first, changing nothing if it fails: segment numbers consecutive,
+every header readable, of version 2, matching its file name. Records are
+not checked: run `durq verify DIR` afterwards (`durq recover` handles
+damage in the converted log). A log already of format 3 is left alone
+(exit 0). The log must not be open elsewhere; needs free space for one
+segment. See docs/format.md (Older formats).
+
+Examples:
+  durq upgrade data --dry-run     # what would be done; change nothing
+  durq upgrade data && durq verify data
+
+{EXIT_CODES}"))]
+    Upgrade(UpgradeArgs),
+
     /// Print records with their offsets.
     #[command(after_help = format!("\
 Formats (one record per line):
@@ -262,6 +288,18 @@ struct RecoverArgs {
     /// into DIR/salvage/).
     #[arg(long)]
     salvage: bool,
+    /// Print one JSON object (shape in docs/cli.md).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct UpgradeArgs {
+    /// The log directory.
+    dir: PathBuf,
+    /// Report what would be done; change nothing.
+    #[arg(long)]
+    dry_run: bool,
     /// Print one JSON object (shape in docs/cli.md).
     #[arg(long)]
     json: bool,
@@ -401,6 +439,7 @@ fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Stat(a) => stat::run(&a.dir, a.json),
         Command::Verify(a) => verify::run(&a.dir, a.json),
         Command::Recover(a) => recover::run(&a.dir, a.dry_run, a.salvage, a.json),
+        Command::Upgrade(a) => upgrade::run(&a.dir, a.dry_run, a.json),
         Command::Dump(a) => dump::run(&a.dir, a.from, a.count, a.format),
         Command::Cursor(CursorCommand::List(a)) => cursor::list(&a.dir, a.json),
         Command::Cursor(CursorCommand::Set(a)) => {

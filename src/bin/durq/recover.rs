@@ -4,6 +4,7 @@ use std::path::Path;
 
 use durq::RecoveryReport;
 use durq::inspect::{Access, LogView, SALVAGE_DIR, SalvageAction, SalvageReport};
+use durq::storage::FsStorage;
 use serde_json::json;
 
 use crate::util::{self, CliError, Outcome};
@@ -110,8 +111,35 @@ fn action_line(a: &SalvageAction, executed: bool) -> String {
     }
 }
 
+/// Refuses a log of format version 2, or one whose upgrade to the current
+/// format was interrupted: recovery would take the segments still of
+/// format 2 for foreign files. `durq upgrade` converts it.
+fn refuse_format2(dir: &Path) -> Result<(), CliError> {
+    match durq::upgrade::check(&FsStorage, dir) {
+        Ok(r) if r.resumed => Err(CliError::usage(format!(
+            "an upgrade of the log in {d} to format version {v} was interrupted (some of its \
+             segments still lie directly in the log directory, as format {old}); `durq recover` \
+             works only once it is finished: run `durq upgrade {d}` again (nothing was changed)",
+            d = dir.display(),
+            v = durq::upgrade::TO_VERSION,
+            old = durq::upgrade::FROM_VERSION,
+        ))),
+        Ok(r) if !r.already_current => Err(CliError::usage(format!(
+            "{d} holds a log of format version {old}; `durq recover` works on format {v} only: \
+             run `durq upgrade {d}` first (nothing was changed)",
+            d = dir.display(),
+            v = durq::upgrade::TO_VERSION,
+            old = durq::upgrade::FROM_VERSION,
+        ))),
+        // A current log, or one the upgrade would refuse: recovery reports
+        // what it finds.
+        _ => Ok(()),
+    }
+}
+
 pub fn run(dir: &Path, dry_run: bool, salvage: bool, json: bool) -> Result<Outcome, CliError> {
     util::require_log(dir)?;
+    refuse_format2(dir)?;
     let access = if dry_run {
         Access::ReadOnly
     } else {

@@ -93,6 +93,25 @@ pub fn describe(e: &Error) -> String {
         Error::Locked { .. } => {
             format!("{e}; wait for it to close (stat, verify, dump and cursor list work meanwhile)")
         }
+        Error::UnsupportedVersion { found: 2, path, .. }
+            if path
+                .parent()
+                .and_then(Path::file_name)
+                .and_then(|n| n.to_str())
+                .is_none_or(|n| durq::names::parse_group_dir_name(n).is_none()) =>
+        {
+            // A format-2 segment where format 2 kept them: in the log
+            // directory, not in a group.
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            format!(
+                "{e}; this is a log of format version 2: `durq upgrade {}` converts it in place \
+                 (see docs/format.md, \"Older formats\")",
+                dir.display()
+            )
+        }
         e if e.is_corruption() => format!(
             "{e}; the log needs `durq recover` (see docs/recovery.md; `durq verify` lists all damage)"
         ),
