@@ -485,7 +485,8 @@ fn old_format_finding(storage: &dyn Storage, path: &Path) -> Finding {
     if let Error::UnsupportedVersion { .. } = e {
         f.message = format!(
             "{}; it lies directly in the log directory, as older formats placed segments \
-             (this version's {LAYOUT_PHRASE}), and this version does not read it",
+             (this version's {LAYOUT_PHRASE}), and this version does not read it; \
+             `durq upgrade DIR` converts a format-2 log in place",
             f.message
         );
     }
@@ -1208,8 +1209,8 @@ impl LogView {
         }
         for p in &self.layout_problems {
             let remedy = if p.kind == "old_format" {
-                "this version neither reads nor converts segments of older formats: move the file \
-                 out of the log directory by hand"
+                "salvage does not convert segments of older formats: `durq upgrade DIR` converts \
+                 a format-2 log (or finishes an interrupted upgrade) in place"
             } else {
                 "salvage does not move, rename or remove files and directories: put them where \
                  the layout rules want them by hand (see docs/recovery.md)"
