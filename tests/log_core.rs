@@ -675,8 +675,9 @@ fn readers_see_records_only_once_durable() {
 
 /// The real file system with hooks the tests switch on: failing file syncs
 /// (`fail_sync`), recording directory syncs and failing those of one
-/// directory (`synced`, `fail_dir`), and slowing and counting writes to spare
-/// segment files (`spare-*.tmp`) once `slow_spares` is set.
+/// directory (`synced`, `fail_dir`), slowing and counting writes to spare
+/// segment files (`spare-*.tmp`) once `slow_spares` is set, and recording
+/// every directory listed and file opened (`listed`, `opened`).
 #[derive(Debug, Clone, Default)]
 struct Hooked {
     fail_sync: Arc<AtomicBool>,
@@ -685,6 +686,36 @@ struct Hooked {
     slow_spares: Arc<AtomicBool>,
     spare_opens: Arc<std::sync::atomic::AtomicUsize>,
     spare_writes: Arc<std::sync::atomic::AtomicUsize>,
+    /// Every directory listed and every file opened.
+    listed: Arc<std::sync::Mutex<Vec<PathBuf>>>,
+    opened: Arc<std::sync::Mutex<Vec<PathBuf>>>,
+}
+
+impl Hooked {
+    /// How many times `dir` was listed.
+    fn lists_of(&self, dir: &Path) -> usize {
+        self.listed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| *d == dir)
+            .count()
+    }
+
+    /// Which files under `within` were opened.
+    fn opened_under(&self, within: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self
+            .opened
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.starts_with(within))
+            .cloned()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 #[derive(Debug)]
@@ -699,9 +730,11 @@ impl Storage for Hooked {
         FsStorage.create_dir_all(dir)
     }
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.listed.lock().unwrap().push(dir.to_owned());
         FsStorage.list_dir(dir)
     }
     fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
+        self.opened.lock().unwrap().push(path.to_owned());
         let spare = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -1530,76 +1563,6 @@ fn the_first_segment_of_a_group_starts_a_new_group_directory_at_rollover() {
     assert_readable(&log, 0, 65);
 }
 
-/// The real file system, recording every directory listed and every file
-/// opened.
-#[derive(Debug, Clone, Default)]
-struct Counting {
-    listed: Arc<std::sync::Mutex<Vec<PathBuf>>>,
-    opened: Arc<std::sync::Mutex<Vec<PathBuf>>>,
-}
-
-impl Counting {
-    /// How many times `dir` was listed.
-    fn lists_of(&self, dir: &Path) -> usize {
-        self.listed
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|d| *d == dir)
-            .count()
-    }
-
-    /// Which files under `within` were opened.
-    fn opened_under(&self, within: &Path) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = self
-            .opened
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| p.starts_with(within))
-            .cloned()
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    }
-}
-
-impl Storage for Counting {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<bool> {
-        FsStorage.create_dir_all(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.listed.lock().unwrap().push(dir.to_owned());
-        FsStorage.list_dir(dir)
-    }
-    fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
-        self.opened.lock().unwrap().push(path.to_owned());
-        FsStorage.open_file(path, mode)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        FsStorage.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        FsStorage.remove_file(path)
-    }
-    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
-        FsStorage.remove_dir(dir)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        FsStorage.sync_dir(dir)
-    }
-    fn try_lock(&self, path: &Path) -> io::Result<LockGuard> {
-        FsStorage.try_lock(path)
-    }
-    fn is_dir(&self, path: &Path) -> bool {
-        FsStorage.is_dir(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        FsStorage.exists(path)
-    }
-}
-
 #[test]
 fn open_lists_only_the_log_directory_and_the_first_and_last_groups() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1607,7 +1570,7 @@ fn open_lists_only_the_log_directory_and_the_first_and_last_groups() {
     grouped_log(dir, 200);
     let g: Vec<PathBuf> = layout::groups(dir).into_iter().map(|g| g.path).collect();
     assert_eq!(g.len(), 4);
-    let storage = Counting::default();
+    let storage = Hooked::default();
     let log = grouped_opts()
         .storage(Arc::new(storage.clone()))
         .open(dir)
