@@ -457,15 +457,18 @@ fn check_interrupted_state(disk: &SimDisk, dir: &Path, what: &str) {
         assert!(groups > 0, "{what}: nothing left");
         return;
     }
-    let before: Vec<(String, Vec<u8>)> = disk
-        .list(dir)
-        .into_iter()
-        .filter(|n| !n.ends_with(".group") && n != "clients")
-        .map(|n| {
-            let b = disk.file_bytes(dir.join(&n)).unwrap_or_default();
-            (n, b)
-        })
-        .collect();
+    // The files directly in the log directory, with their bytes.
+    let flat_files = || -> Vec<(String, Vec<u8>)> {
+        disk.list(dir)
+            .into_iter()
+            .filter(|n| !n.ends_with(".group") && n != "clients")
+            .map(|n| {
+                let b = disk.file_bytes(dir.join(&n)).unwrap_or_default();
+                (n, b)
+            })
+            .collect()
+    };
+    let before = flat_files();
     let err = open_sim(disk, dir).expect_err("a log part-way through an upgrade must not open");
     let msg = err.to_string();
     if groups == 0 {
@@ -481,15 +484,7 @@ fn check_interrupted_state(disk: &SimDisk, dir: &Path, what: &str) {
             "{what}: {msg}"
         );
     }
-    let after: Vec<(String, Vec<u8>)> = disk
-        .list(dir)
-        .into_iter()
-        .filter(|n| !n.ends_with(".group") && n != "clients")
-        .map(|n| {
-            let b = disk.file_bytes(dir.join(&n)).unwrap_or_default();
-            (n, b)
-        })
-        .collect();
+    let after = flat_files();
     assert_eq!(before, after, "{what}: the refused open changed something");
 }
 
