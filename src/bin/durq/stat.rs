@@ -54,11 +54,13 @@ pub fn run(dir: &Path, json: bool) -> Result<Outcome, CliError> {
         view.segment_bytes()
     ));
     for s in &segments {
+        // Relative to the log directory: the group directory and the file.
         let name = s
             .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+            .strip_prefix(view.dir())
+            .unwrap_or(&s.path)
+            .display()
+            .to_string();
         t.push_str(&format!(
             "  {name}  seq {}  offsets {}..{}  {} bytes\n",
             s.seq, s.first_offset, s.end_offset, s.size_bytes
