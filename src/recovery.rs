@@ -320,7 +320,7 @@ pub(crate) fn read_segment_meta(
 }
 
 /// Maps a header that does not decode to the error naming `path`.
-fn header_error(path: &Path, bad: BadSegmentHeader) -> Error {
+pub(crate) fn header_error(path: &Path, bad: BadSegmentHeader) -> Error {
     match bad {
         BadSegmentHeader::NotDurq(why) => Error::NotDurq {
             path: path.to_owned(),
@@ -346,6 +346,19 @@ pub(crate) fn check_segment_header(
     seq: u64,
 ) -> Result<SegmentMeta> {
     let (h, len) = read_header(file, path)?;
+    check_header_fields(&h, len, path, base, seq)
+}
+
+/// Checks a decoded header against the file it came from (at `path`,
+/// `len` bytes long, whose name says `base` and `seq`): base offset and
+/// sequence number equal to the name's, segment size equal to the length.
+pub(crate) fn check_header_fields(
+    h: &SegmentHeader,
+    len: u64,
+    path: &Path,
+    base: u64,
+    seq: u64,
+) -> Result<SegmentMeta> {
     if h.base_offset != base {
         return Err(Error::corrupt(
             path,

@@ -647,48 +647,9 @@ fn read_v2_header(
     file.read_at(&mut h, 0)
         .map_err(|e| Error::io("read segment header", path, e))?;
     let converted = convert_header(storage, path, &h)?;
-    let decoded = SegmentHeader::decode(&converted).map_err(|bad| match bad {
-        record::BadSegmentHeader::NotDurq(why) => Error::NotDurq {
-            path: path.to_owned(),
-            reason: why.to_owned(),
-        },
-        record::BadSegmentHeader::Version(found) => Error::UnsupportedVersion {
-            path: path.to_owned(),
-            found,
-            supported: TO_VERSION,
-        },
-        record::BadSegmentHeader::Corrupt(why) => Error::corrupt(path, 0, why),
-    })?;
-    if decoded.base_offset != base {
-        return Err(Error::corrupt(
-            path,
-            16,
-            format!(
-                "header says base offset {} but the file name says {base}",
-                decoded.base_offset
-            ),
-        ));
-    }
-    if decoded.seq != seq {
-        return Err(Error::corrupt(
-            path,
-            24,
-            format!(
-                "header says segment number {} but the file name says {seq}",
-                decoded.seq
-            ),
-        ));
-    }
-    if decoded.segment_size != len {
-        return Err(Error::corrupt(
-            path,
-            len.min(decoded.segment_size),
-            format!(
-                "file is {len} bytes but its header says {} bytes",
-                decoded.segment_size
-            ),
-        ));
-    }
+    let decoded =
+        SegmentHeader::decode(&converted).map_err(|bad| recovery::header_error(path, bad))?;
+    recovery::check_header_fields(&decoded, len, path, base, seq)?;
     Ok((converted, len))
 }
 
