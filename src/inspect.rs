@@ -395,7 +395,8 @@ fn list_groups(
         }
         let starts = first.is_some_and(|f| i > f);
         let full = last.is_some_and(|l| i < l);
-        if let Err(e) = layout::check_group(g, &listing.segments, starts, full) {
+        let next_base = full.then(|| out.groups[i + 1].base);
+        if let Err(e) = layout::check_group(g, &listing.segments, starts, full, next_base) {
             out.errors.push(e);
         }
         if listing.segments.is_empty() {

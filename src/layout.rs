@@ -96,11 +96,61 @@ pub(crate) fn list_group(storage: &dyn Storage, group: &Group) -> Result<GroupLi
     Ok(out)
 }
 
+/// Checks that segments (sorted by base offset, or by number) are
+/// numbered consecutively and start at increasing offsets; a gap is an
+/// [`Error::MissingSegment`] in `dir`.
+pub(crate) fn check_consecutive(dir: &Path, segs: &[Listed]) -> Result<()> {
+    for pair in segs.windows(2) {
+        let (prev_base, prev_seq, prev_path) = &pair[0];
+        let (base, seq, path) = &pair[1];
+        if base == prev_base {
+            return Err(Error::corrupt(
+                path,
+                0,
+                format!(
+                    "two segment files have base offset {base}: this one and {}",
+                    prev_path.display()
+                ),
+            ));
+        }
+        if base < prev_base {
+            return Err(Error::corrupt(
+                path,
+                0,
+                format!(
+                    "starts at offset {base}, not after the segment before it ({}, at \
+                     {prev_base})",
+                    prev_path.display()
+                ),
+            ));
+        }
+        if *seq != prev_seq.wrapping_add(1) {
+            return Err(Error::MissingSegment {
+                dir: dir.to_owned(),
+                after: prev_path.clone(),
+                after_base: *prev_base,
+                expected_seq: prev_seq.wrapping_add(1),
+                found: path.clone(),
+                found_seq: *seq,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Checks one group's segments against the rules of the module
 /// documentation. `starts` says the group must begin with its first
 /// possible segment (every group but the log's first), `full` that it must
-/// end with its last (every group but the log's last).
-pub(crate) fn check_group(group: &Group, segs: &[Listed], starts: bool, full: bool) -> Result<()> {
+/// end with its last (every group but the log's last); `next_base`, the
+/// base offset of whatever follows the group, which its segments must
+/// start below.
+pub(crate) fn check_group(
+    group: &Group,
+    segs: &[Listed],
+    starts: bool,
+    full: bool,
+    next_base: Option<u64>,
+) -> Result<()> {
     for (base, seq, path) in segs {
         if names::group_of(*seq) != group.number {
             return Err(Error::corrupt(
@@ -125,29 +175,15 @@ pub(crate) fn check_group(group: &Group, segs: &[Listed], starts: bool, full: bo
             ));
         }
     }
-    for pair in segs.windows(2) {
-        let (prev_base, prev_seq, prev_path) = &pair[0];
-        let (base, seq, path) = &pair[1];
-        if base == prev_base {
-            return Err(Error::corrupt(
-                path,
-                0,
-                format!(
-                    "two segment files have base offset {base}: this one and {}",
-                    prev_path.display()
-                ),
-            ));
-        }
-        if *seq != prev_seq.wrapping_add(1) {
-            return Err(Error::MissingSegment {
-                dir: group.path.clone(),
-                after: prev_path.clone(),
-                after_base: *prev_base,
-                expected_seq: prev_seq.wrapping_add(1),
-                found: path.clone(),
-                found_seq: *seq,
-            });
-        }
+    check_consecutive(&group.path, segs)?;
+    if let (Some((base, _, path)), Some(next_base)) = (segs.last(), next_base)
+        && *base >= next_base
+    {
+        return Err(Error::corrupt(
+            path,
+            0,
+            format!("segment starts at offset {base}, not below the next group's {next_base}"),
+        ));
     }
     if starts {
         match segs.first() {
@@ -196,24 +232,14 @@ pub(crate) fn check_group(group: &Group, segs: &[Listed], starts: bool, full: bo
 }
 
 /// Lists a group between the log's first and last, which must be full,
-/// and checks it; `next_base` is the base offset of whatever follows it,
-/// which its segments must start below.
+/// and checks it; `next_base` is the base offset of whatever follows it.
 pub(crate) fn list_middle_group(
     storage: &dyn Storage,
     group: &Group,
     next_base: u64,
 ) -> Result<Vec<Listed>> {
     let listing = list_group(storage, group)?;
-    check_group(group, &listing.segments, true, true)?;
-    if let Some((base, _, path)) = listing.segments.last()
-        && *base >= next_base
-    {
-        return Err(Error::corrupt(
-            path,
-            0,
-            format!("segment starts at offset {base}, not below the next group's {next_base}"),
-        ));
-    }
+    check_group(group, &listing.segments, true, true, Some(next_base))?;
     Ok(listing.segments)
 }
 

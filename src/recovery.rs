@@ -593,7 +593,8 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
     layout::check_group_sequence(dir, &groups)?;
     for (i, l) in &listed {
         let g = &groups[*i];
-        layout::check_group(g, &l.segments, *i > 0, *i + 1 < groups.len())?;
+        let next_base = groups.get(*i + 1).map(|n| n.base);
+        layout::check_group(g, &l.segments, *i > 0, next_base.is_some(), next_base)?;
         report.unknown_files.extend(l.others.iter().cloned());
     }
     report.unknown_files.sort();
@@ -649,34 +650,6 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
             report,
         });
     };
-    // Consecutive listed groups: the last segment of one must start below
-    // the next one's first.
-    let mut prev_base: Option<(u64, &PathBuf)> = None;
-    for s in table.iter() {
-        let (base, path) = match s {
-            Slot::Listed((b, _, p)) => (*b, p),
-            Slot::Unlisted(g) => (g.base, &g.path),
-        };
-        if let Some((pb, _)) = prev_base
-            && base <= pb
-        {
-            return Err(Error::corrupt(
-                path,
-                0,
-                format!("starts at offset {base}, not after the segment before it ({pb})"),
-            ));
-        }
-        prev_base = Some((base, path));
-    }
-    if let Some((pb, _)) = prev_base
-        && last_base <= pb
-    {
-        return Err(Error::corrupt(
-            &last_path,
-            0,
-            format!("starts at offset {last_base}, not after the segment before it ({pb})"),
-        ));
-    }
     report.first_offset = match table.first() {
         Some(Slot::Listed((b, _, _))) => *b,
         Some(Slot::Unlisted(g)) => g.base,

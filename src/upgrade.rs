@@ -413,7 +413,7 @@ fn plan(storage: &dyn Storage, dir: &Path, compare: bool) -> Result<Plan> {
     // The format-2 segments: consecutive numbers, increasing bases, sound
     // headers.
     flat.sort_unstable_by_key(|(base, seq, _)| (*seq, *base));
-    check_consecutive(dir, &flat)?;
+    layout::check_consecutive(dir, &flat)?;
     let mut lens = Vec::with_capacity(flat.len());
     for (base, seq, path) in &flat {
         let file = storage
@@ -453,7 +453,7 @@ fn plan(storage: &dyn Storage, dir: &Path, compare: bool) -> Result<Plan> {
     grouped.sort_unstable_by_key(|(base, seq, _)| (*seq, *base));
     let (f0, f_base) = (flat[0].1, flat[0].0);
     if let (Some(first), Some(last)) = (grouped.first(), grouped.last()) {
-        check_consecutive(dir, &grouped)
+        layout::check_consecutive(dir, &grouped)
             .map_err(|e| not_upgrade_shape(dir, &first.2, &e.to_string()))?;
         // An interrupted upgrade converted a prefix of the segments; the
         // segment it was working on may be in both places.
@@ -594,36 +594,6 @@ fn not_upgrade_shape(dir: &Path, path: &Path, why: &str) -> Error {
             dir.display()
         ),
     )
-}
-
-/// Checks that the segments (sorted by number) are numbered consecutively
-/// and start at increasing offsets.
-fn check_consecutive(dir: &Path, segs: &[(u64, u64, PathBuf)]) -> Result<()> {
-    for pair in segs.windows(2) {
-        let (prev_base, prev_seq, prev_path) = &pair[0];
-        let (base, seq, path) = &pair[1];
-        if *seq != prev_seq.wrapping_add(1) {
-            return Err(Error::MissingSegment {
-                dir: dir.to_owned(),
-                after: prev_path.clone(),
-                after_base: *prev_base,
-                expected_seq: prev_seq.wrapping_add(1),
-                found: path.clone(),
-                found_seq: *seq,
-            });
-        }
-        if base <= prev_base {
-            return Err(Error::corrupt(
-                path,
-                0,
-                format!(
-                    "starts at offset {base}, not after the segment before it ({}, at {prev_base})",
-                    prev_path.display()
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Reads and checks the header of the format-2 segment `file` (at `path`,
