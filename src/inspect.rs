@@ -363,33 +363,31 @@ fn list_groups(
     for (i, (g, listing)) in out.groups.iter().zip(listings).enumerate() {
         let Some(listing) = listing else { continue };
         let inside = first.is_some_and(|f| i >= f) && last.is_some_and(|l| i <= l);
+        for other in &listing.others {
+            let why = if inside {
+                "not a durq file, in a segment group directory (which holds only segment files, \
+                 BASE-SEQ.seg): move it out of the group directory"
+                    .to_owned()
+            } else {
+                format!(
+                    "not a durq file, in segment group {} which holds no segment file: opening \
+                     the log refuses such a group",
+                    g.path.display()
+                )
+            };
+            out.problems.push(finding("layout", other, None, None, why));
+        }
         if !inside {
             // Empty, before the first segment or after the last.
-            if listing.others.is_empty() {
-                if !writer_active {
-                    out.notes.push(finding(
-                        "leftover",
-                        &g.path,
-                        None,
-                        None,
-                        "empty segment group (the remains of an interrupted rollover or \
-                         retention step); open removes it",
-                    ));
-                }
-            } else {
-                for other in &listing.others {
-                    out.problems.push(finding(
-                        "layout",
-                        other,
-                        None,
-                        None,
-                        format!(
-                            "not a durq file, in segment group {} which holds no segment file: \
-                             opening the log refuses such a group",
-                            g.path.display()
-                        ),
-                    ));
-                }
+            if listing.others.is_empty() && !writer_active {
+                out.notes.push(finding(
+                    "leftover",
+                    &g.path,
+                    None,
+                    None,
+                    "empty segment group (the remains of an interrupted rollover or retention \
+                     step); open removes it",
+                ));
             }
             continue;
         }
@@ -412,16 +410,6 @@ fn list_groups(
                     g.first_seq(),
                     g.last_seq()
                 ),
-            ));
-        }
-        for other in &listing.others {
-            out.problems.push(finding(
-                "layout",
-                other,
-                None,
-                None,
-                "not a durq file, in a segment group directory (which holds only segment files, \
-                 BASE-SEQ.seg): move it out of the group directory",
             ));
         }
         out.files.extend(listing.segments);
