@@ -252,49 +252,6 @@ impl std::fmt::Debug for LogView {
 const LAYOUT_PHRASE: &str =
     "segment files live in group directories of the log directory (BASE-GROUP.group/BASE-SEQ.seg)";
 
-/// What the listing of a log directory itself says.
-#[derive(Debug, Default)]
-struct DirListing {
-    /// Group directories, sorted as the engine sorts them.
-    groups: Vec<Group>,
-    /// Segment files lying directly in the log directory (format version
-    /// 2 placed them there; format version 1 also named them `BASE.seg`).
-    old_format: Vec<PathBuf>,
-    temps: Vec<PathBuf>,
-    unknown: Vec<PathBuf>,
-    has_lock_file: bool,
-    has_salvage: bool,
-}
-
-fn list_log_dir(storage: &dyn Storage, dir: &Path) -> Result<DirListing> {
-    let listing = storage
-        .list_dir(dir)
-        .map_err(|e| Error::io("open log directory", dir, e))?;
-    let mut out = DirListing::default();
-    for name in &listing {
-        if let Some((base, number)) = names::parse_group_dir_name(name) {
-            out.groups.push(Group::new(dir, base, number));
-        } else if names::parse_segment_file_name(name).is_some()
-            || names::parse_format1_segment_file_name(name).is_some()
-        {
-            out.old_format.push(dir.join(name));
-        } else if name.ends_with(names::TEMP_SUFFIX) {
-            out.temps.push(dir.join(name));
-        } else if name == names::LOCK_FILE {
-            out.has_lock_file = true;
-        } else if name == SALVAGE_DIR {
-            out.has_salvage = true;
-        } else if name != names::CLIENTS_DIR && name != names::END_HINT_FILE {
-            out.unknown.push(dir.join(name));
-        }
-    }
-    out.groups.sort_unstable();
-    out.old_format.sort();
-    out.temps.sort();
-    out.unknown.sort();
-    Ok(out)
-}
-
 fn is_not_found(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }
@@ -433,7 +390,7 @@ fn layout_finding(e: &Error) -> Finding {
 /// directory and its last groups.
 pub fn existing_segment_size(dir: &Path) -> Option<u64> {
     let storage = FsStorage;
-    let listing = list_log_dir(&storage, dir).ok()?;
+    let listing = layout::list_log_dir(&storage, dir).ok()?;
     // The newest segment is in the last group holding one (empty groups
     // after it are crash leftovers).
     let (base, seq, path) = listing
@@ -495,9 +452,9 @@ impl LogView {
         let end_hint = hint_bytes
             .flatten()
             .and_then(|b| names::decode_end_hint(&b));
-        let listing = list_log_dir(&*storage, dir)?;
+        let listing = layout::list_log_dir(&*storage, dir)?;
         if listing.groups.is_empty() {
-            if let Some(old) = listing.old_format.first() {
+            if let Some(old) = listing.old_format().first() {
                 // A log of an older format: say so.
                 return Err(recovery::old_format_error(&*storage, old));
             }
@@ -547,7 +504,7 @@ impl LogView {
         let mut layout_problems = groups.problems;
         // Segment files where older formats placed them cannot be read by
         // this version: each is a problem naming the file.
-        for path in &listing.old_format {
+        for path in &listing.old_format() {
             layout_problems.push(old_format_finding(&*storage, path));
         }
         let mut files = Vec::with_capacity(groups.files.len());
@@ -565,7 +522,7 @@ impl LogView {
             files.push((base, seq, path));
         }
         if files.is_empty() {
-            if let Some(old) = listing.old_format.first() {
+            if let Some(old) = listing.old_format().first() {
                 return Err(recovery::old_format_error(&*storage, old));
             }
             return Err(Error::InvalidArgument(format!(

@@ -70,6 +70,71 @@ pub(crate) fn group_dir_of(path: &Path) -> &Path {
 /// A segment file found in a listing: base offset, number, path.
 pub(crate) type Listed = (u64, u64, PathBuf);
 
+/// What the log directory's own listing holds, by kind, each list sorted.
+#[derive(Debug, Default)]
+pub(crate) struct LogDir {
+    /// Every entry's name, as listed.
+    pub names: Vec<String>,
+    /// Group directories.
+    pub groups: Vec<Group>,
+    /// Segment files lying directly in the log directory, where format
+    /// version 2 kept them.
+    pub flat: Vec<Listed>,
+    /// Files named as format version 1 named segments (`BASE.seg`).
+    pub format1: Vec<PathBuf>,
+    /// Temporary files (`*.tmp`).
+    pub temps: Vec<PathBuf>,
+    /// Entries durq does not know (not its lock, hint, clients or salvage
+    /// directory).
+    pub unknown: Vec<PathBuf>,
+    /// Whether the lock file exists.
+    pub has_lock_file: bool,
+    /// Whether the salvage directory exists.
+    pub has_salvage: bool,
+}
+
+impl LogDir {
+    /// The segment files of older formats (1 and 2), sorted.
+    pub(crate) fn old_format(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self.format1.clone();
+        v.extend(self.flat.iter().map(|(_, _, p)| p.clone()));
+        v.sort();
+        v
+    }
+}
+
+/// Lists the log directory `dir` and sorts its entries by kind.
+pub(crate) fn list_log_dir(storage: &dyn Storage, dir: &Path) -> Result<LogDir> {
+    let names_in_dir = storage
+        .list_dir(dir)
+        .map_err(|e| Error::io("list", dir, e))?;
+    let mut out = LogDir::default();
+    for name in &names_in_dir {
+        if let Some((base, number)) = names::parse_group_dir_name(name) {
+            out.groups.push(Group::new(dir, base, number));
+        } else if let Some((base, seq)) = names::parse_segment_file_name(name) {
+            out.flat.push((base, seq, dir.join(name)));
+        } else if names::parse_format1_segment_file_name(name).is_some() {
+            out.format1.push(dir.join(name));
+        } else if name.ends_with(names::TEMP_SUFFIX) {
+            out.temps.push(dir.join(name));
+        } else if name == names::LOCK_FILE {
+            out.has_lock_file = true;
+        } else if name == names::SALVAGE_DIR {
+            out.has_salvage = true;
+        } else if name != names::CLIENTS_DIR && name != names::END_HINT_FILE {
+            out.unknown.push(dir.join(name));
+        }
+    }
+    out.names = names_in_dir;
+    out.groups.sort_unstable();
+    out.flat.sort_unstable();
+    out.format1.sort();
+    out.temps.sort();
+    out.unknown.sort();
+    Ok(out)
+}
+
 /// What listing one group found.
 #[derive(Debug, Default)]
 pub(crate) struct GroupListing {

@@ -523,27 +523,17 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, mode: Mode) -> Result<R
         dry_run: mode == Mode::DryRun,
         ..RecoveryReport::default()
     };
-    let names_in_dir = storage
-        .list_dir(dir)
-        .map_err(|e| Error::io("list", dir, e))?;
+    let listing = layout::list_log_dir(storage, dir)?;
     // An old-format log is refused before anything is changed.
-    refuse_old_formats(storage, dir, &names_in_dir)?;
-    let mut groups = Vec::new();
-    let mut temps = Vec::new();
-    for name in names_in_dir.iter().map(String::as_str) {
-        if let Some((base, number)) = names::parse_group_dir_name(name) {
-            groups.push(Group::new(dir, base, number));
-        } else if name.ends_with(names::TEMP_SUFFIX) {
-            temps.push(dir.join(name));
-        } else if name != names::LOCK_FILE
-            && name != names::CLIENTS_DIR
-            && name != names::END_HINT_FILE
-        {
-            report.unknown_files.push(dir.join(name));
-        }
+    refuse_old_formats(storage, dir, &listing.names)?;
+    let names_in_dir = listing.names;
+    let mut groups = listing.groups;
+    let mut temps = listing.temps;
+    report.unknown_files = listing.unknown;
+    if listing.has_salvage {
+        // Reported among the unknown entries (`durq recover` leaves it out).
+        report.unknown_files.push(dir.join(names::SALVAGE_DIR));
     }
-    groups.sort_unstable();
-    temps.sort();
 
     // Only the first and the last group holding a segment are listed.
     // Groups holding none before the first or after the last are the

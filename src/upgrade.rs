@@ -362,27 +362,9 @@ fn plan(storage: &dyn Storage, dir: &Path, compare: bool) -> Result<Plan> {
             dir.display()
         )));
     }
-    let listing = storage
-        .list_dir(dir)
-        .map_err(|e| Error::io("list", dir, e))?;
-    let mut flat: Vec<(u64, u64, PathBuf)> = Vec::new();
-    let mut format1: Vec<PathBuf> = Vec::new();
-    let mut group_dirs: Vec<Group> = Vec::new();
-    let mut temps: Vec<PathBuf> = Vec::new();
-    for name in &listing {
-        if let Some((base, seq)) = names::parse_segment_file_name(name) {
-            flat.push((base, seq, dir.join(name)));
-        } else if names::parse_format1_segment_file_name(name).is_some() {
-            format1.push(dir.join(name));
-        } else if let Some((base, number)) = names::parse_group_dir_name(name) {
-            group_dirs.push(Group::new(dir, base, number));
-        } else if name.ends_with(names::TEMP_SUFFIX) {
-            temps.push(dir.join(name));
-        }
-    }
-    format1.sort();
-    temps.sort();
-    group_dirs.sort();
+    let listing = layout::list_log_dir(storage, dir)?;
+    let (mut flat, format1, group_dirs, temps) =
+        (listing.flat, listing.format1, listing.groups, listing.temps);
     if let Some(old) = format1.first() {
         let why = recovery::old_format_error(storage, old);
         return Err(Error::InvalidArgument(format!(
