@@ -788,17 +788,14 @@ pub(crate) fn load_clients(
         if !has_slot {
             // A journal without a snapshot: a client creation that never
             // finished (the snapshot's rename is what registers a client).
+            // Nothing durable refers to it: a leftover like a temp file.
             let journal = files.journal();
             if repair {
                 storage
                     .remove_file(&journal)
                     .map_err(|e| Error::io("remove unfinished client", &journal, e))?;
             }
-            out.repairs.push(CursorRepair {
-                client: name.clone(),
-                file: journal,
-                action: "unfinished client creation (journal without cursor): removed".into(),
-            });
+            out.removed_temp_files.push(journal);
             continue;
         }
         let loaded = match cursor::load(storage, &files, repair) {

@@ -62,8 +62,10 @@ pub struct RecoveryReport {
     pub first_offset: u64,
     /// The next offset to be assigned: every record below it is durable.
     pub end_offset: u64,
-    /// Leftover temporary files (unfinished segment or cursor replacements)
-    /// that were removed (or, in a dry run, would be).
+    /// Leftovers of operations that never finished, which nothing durable
+    /// refers to, that were removed (or, in a dry run, would be): temporary
+    /// files (unfinished segment or cursor replacements), the journal of a
+    /// client registration that never finished, empty segment groups.
     pub removed_temp_files: Vec<PathBuf>,
     /// Files in the directory that durq does not know and left alone.
     pub unknown_files: Vec<PathBuf>,

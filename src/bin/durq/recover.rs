@@ -17,12 +17,11 @@ pub fn report_lines(r: &RecoveryReport, dry_run: bool) -> Vec<String> {
     }
     for t in &r.removed_temp_files {
         let verb = if dry_run { "would remove" } else { "removed" };
-        let what = if t
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| durq::names::parse_group_dir_name(n).is_some())
-        {
+        let name = t.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let what = if durq::names::parse_group_dir_name(name).is_some() {
             "an empty segment group left by an interrupted rollover or retention step"
+        } else if name.ends_with(durq::cursor::JOURNAL_SUFFIX) {
+            "the journal of a client registration that never finished"
         } else {
             "an unfinished segment or cursor replacement"
         };
