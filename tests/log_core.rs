@@ -1775,6 +1775,21 @@ fn assert_missing_segment(
     }
 }
 
+/// A copy of the `grouped_log` at `template` (whose segment files are
+/// `segs`) beside it, without segment `gone`: its directory, its segment
+/// paths (the removed one included) and the removed segment's group.
+fn copy_without(template: &Path, segs: &[PathBuf], gone: u64) -> (PathBuf, Vec<PathBuf>, PathBuf) {
+    let dir = template.with_file_name(format!("gone-{gone}"));
+    copy_tree(template, &dir);
+    let segs: Vec<PathBuf> = segs
+        .iter()
+        .map(|s| dir.join(s.strip_prefix(template).unwrap()))
+        .collect();
+    let group = layout::group_of_file(&segs[gone as usize]).to_owned();
+    fs::remove_file(&segs[gone as usize]).unwrap();
+    (dir, segs, group)
+}
+
 #[test]
 fn a_missing_segment_in_the_first_or_last_group_is_detected_from_the_names_alone() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1792,14 +1807,7 @@ fn a_missing_segment_in_the_first_or_last_group_is_detected_from_the_names_alone
         (195, Some(194), Some(196)),
     ];
     for (gone, after, found) in cases {
-        let dir = tmp.path().join(format!("gone-{gone}"));
-        copy_tree(&template, &dir);
-        let segs: Vec<PathBuf> = segs
-            .iter()
-            .map(|s| dir.join(s.strip_prefix(&template).unwrap()))
-            .collect();
-        let group = layout::group_of_file(&segs[gone as usize]).to_owned();
-        fs::remove_file(&segs[gone as usize]).unwrap();
+        let (dir, segs, group) = copy_without(&template, &segs, gone);
         garble_sealed_headers(&segs);
         let before = dir_snapshot(&dir);
         let err = grouped_opts().open(&dir).unwrap_err();
@@ -1859,14 +1867,7 @@ fn a_segment_missing_inside_a_middle_group_is_found_on_first_read_there() {
         (127, Some(126), None),
     ];
     for (gone, after, found) in cases {
-        let dir = tmp.path().join(format!("gone-{gone}"));
-        copy_tree(&template, &dir);
-        let segs: Vec<PathBuf> = segs
-            .iter()
-            .map(|s| dir.join(s.strip_prefix(&template).unwrap()))
-            .collect();
-        let group = layout::group_of_file(&segs[gone as usize]).to_owned();
-        fs::remove_file(&segs[gone as usize]).unwrap();
+        let (dir, segs, group) = copy_without(&template, &segs, gone);
         let log = grouped_opts().open(&dir).unwrap();
         assert_eq!(log.end(), 200);
         assert_eq!(log.recovery_report().segments, 200);
