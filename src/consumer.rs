@@ -10,9 +10,9 @@
 //! prefix. Acks of one client are group-committed: concurrent acks share one
 //! journal write and one `fdatasync` (see `cursor.rs`).
 
+use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::codec::{Codec, Postcard};

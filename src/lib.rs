@@ -74,6 +74,7 @@ pub mod recovery;
 mod retention;
 mod segment;
 pub mod storage;
+mod sync;
 pub mod upgrade;
 mod writer;
 

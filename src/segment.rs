@@ -1,13 +1,14 @@
 //! One segment file: creation (through a preallocated spare), the read-side
 //! handle with its sparse offset index, and reading records out of it.
 
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 use crate::layout::Group;
@@ -54,7 +55,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// is needed; the salt need not be secret, only different per segment.
 pub(crate) fn random_salt() -> u64 {
     use std::hash::{BuildHasher, Hasher};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
     if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
@@ -126,7 +127,7 @@ pub(crate) fn prepare_spare(
 /// A new temporary file name in `dir` (`PREFIX-PID-N.tmp`): every temporary
 /// file is removed by the next open.
 pub(crate) fn temp_path(dir: &Path, prefix: &str) -> PathBuf {
-    static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+    static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     dir.join(format!(
         "{prefix}-{}-{n}{}",

@@ -15,11 +15,11 @@
 //! syncs it, renames it to its final name and syncs the directory before any
 //! record goes into it.
 
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::thread::{self, JoinHandle};
+use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::layout::{self, Group};
@@ -66,7 +66,7 @@ struct WState {
     /// Appenders waiting for staging space.
     space_waiters: usize,
     /// Threads parked until batch `b` is durable, in `parked[b % 2]`.
-    parked: [Vec<std::thread::Thread>; 2],
+    parked: [Vec<thread::Thread>; 2],
     durable_end: u64,
     poisoned: Option<Arc<str>>,
     abort_epoch: u64,
@@ -113,9 +113,9 @@ pub(crate) struct Writer {
     /// `WState::durable_end`, readable without the lock: a parked
     /// appender woken by the leader checks it and returns without touching
     /// the state lock (no convoy of woken threads on the mutex).
-    durable: std::sync::atomic::AtomicU64,
+    durable: crate::sync::atomic::AtomicU64,
     /// `WState::abort_epoch`, readable without the lock.
-    epoch: std::sync::atomic::AtomicU64,
+    epoch: crate::sync::atomic::AtomicU64,
     /// Appenders waiting for staging space.
     space: Condvar,
     leader: Mutex<LeaderState>,
@@ -159,8 +159,8 @@ impl Writer {
                 abort_reason: None,
                 abort_floors: Vec::new(),
             }),
-            durable: std::sync::atomic::AtomicU64::new(end),
-            epoch: std::sync::atomic::AtomicU64::new(0),
+            durable: crate::sync::atomic::AtomicU64::new(end),
+            epoch: crate::sync::atomic::AtomicU64::new(0),
             space: Condvar::new(),
             leader: Mutex::new(LeaderState {
                 file,
@@ -286,14 +286,14 @@ impl Writer {
             // Our records are in batch `my_batch` (being written, or staged
             // for the next flush): park until its leader wakes us, either
             // because the batch is durable or to lead the next flush.
-            st.parked[(my_batch % 2) as usize].push(std::thread::current());
+            st.parked[(my_batch % 2) as usize].push(thread::current());
             drop(st);
-            std::thread::park();
+            thread::park();
             // Durable end first, then the epoch: if no abort happened by the
             // time we read the epoch, none happened before the durable end
             // covered our records.
-            if self.durable.load(std::sync::atomic::Ordering::Acquire) >= my_end
-                && self.epoch.load(std::sync::atomic::Ordering::Acquire) == my_epoch
+            if self.durable.load(crate::sync::atomic::Ordering::Acquire) >= my_end
+                && self.epoch.load(crate::sync::atomic::Ordering::Acquire) == my_epoch
             {
                 return Ok(first..my_end);
             }
@@ -415,7 +415,7 @@ impl Writer {
                 st.abort_floors.push(floor);
                 st.abort_epoch += 1;
                 self.epoch
-                    .store(st.abort_epoch, std::sync::atomic::Ordering::Release);
+                    .store(st.abort_epoch, crate::sync::atomic::Ordering::Release);
                 st.abort_reason = Some(reason.into());
             }
         }
@@ -484,7 +484,7 @@ impl Writer {
             let mut st = lock(&self.state);
             st.durable_end = chunk.end_offset;
             self.durable
-                .store(chunk.end_offset, std::sync::atomic::Ordering::Release);
+                .store(chunk.end_offset, crate::sync::atomic::Ordering::Release);
             let partial = if i + 1 < n {
                 // Part of the batch is durable (it spans a rollover): wake
                 // the batch; those not yet covered park again.
@@ -589,7 +589,7 @@ impl Writer {
         let cancelled = cancel.clone();
         // The released file to reuse is taken from the pool by the thread
         // itself, so that a failed spawn leaves it in the pool.
-        let spawned = std::thread::Builder::new()
+        let spawned = thread::Builder::new()
             .name("durq-prealloc".into())
             .spawn(move || {
                 let reuse = lock(&shared.spare_pool).pop();
